@@ -1,0 +1,23 @@
+#include "binding.h"
+
+namespace ncb {
+
+Napi::Error MakeNativeError(Napi::Env env, const nc::Error& e) {
+  Napi::Error err = Napi::Error::New(env, e.what());
+  err.Set("code", Napi::String::New(env, e.code()));
+  err.Set("name", Napi::String::New(env, "NegativeCacheError"));
+  return err;
+}
+
+}  // namespace ncb
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new ncb::AddonData());
+  ncb::InitCacheStore(env, exports);
+  ncb::InitKernels(env, exports);
+  ncb::InitCuda(env, exports);
+  exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+  return exports;
+}
+
+NODE_API_MODULE(negative_cache, Init)

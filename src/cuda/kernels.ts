@@ -1,0 +1,3 @@
+// PLACEHOLDER: replaced by the real implementation.
+import type { KernelBackend } from '../backend';
+export function createCudaKernels(_addon: unknown): KernelBackend { throw new Error('not implemented yet'); }
