@@ -29,6 +29,9 @@ struct CacheUpdate {
   int64_t numNew = 0;
   std::vector<const void*> newValues;
   const uint8_t* newMask = nullptr;      // null = all rows on
+  // Out (optional): the rows chosen for the unmasked new items, in order
+  // (room for numNew entries; the first m are written).
+  int32_t* insertedRows = nullptr;
 };
 
 class CacheStore {

@@ -31,6 +31,8 @@ export interface PackedUpdate {
   numNew: number;
   newValues: Record<string, Float32Array | Int32Array>;
   newMask: Uint8Array | null;         // null = all on
+  /** Out, optional: when given (numNew entries), the store writes the rows chosen for the unmasked new items, in order. */
+  insertedRows?: Int32Array | null;
 }
 
 /** One cache's storage. Implementations: JsCacheStore, NativeCacheStore (and CUDA). */

@@ -16,6 +16,7 @@ export interface NativeUpdate {
   numNew: number;
   newValues: Array<Float32Array | Int32Array | null>;       // per column (all present when numNew > 0)
   newMask: Uint8Array | null;
+  insertedRows?: Int32Array | null;  // out (numNew entries): rows chosen for the unmasked new items, in order
 }
 
 export interface NativeStoreHandle {

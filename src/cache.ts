@@ -1,0 +1,119 @@
+/**
+ * NegativeCache: one cache's state behind a store backend (JS, native or
+ * CUDA), plus the internal hooks other parts of the package use (storeOf,
+ * write listeners, version).
+ */
+import type { BackendName, FeatureDType, StorageDType, StoreBackend } from './backend';
+import { describe, typeError } from './errors';
+
+/** One feature of the cache: its per-row shape, dtype and (float features) storage type. */
+export interface FeatureSpec {
+  shape: number[];
+  dtype: FeatureDType;
+  storage?: StorageDType;
+}
+export type Specs = Record<string, FeatureSpec>;
+
+const CREATE = Symbol('negative-cache.create');
+
+/** A cache created by CacheManager.initCache(): per spec key a row-major array [size, ...shape] and int32 ages. */
+export class NegativeCache {
+  /** Rows. */
+  readonly size: number;
+  /** The manager's specs (normalized, frozen). */
+  readonly specs: Readonly<Specs>;
+  /** The backend holding the rows. */
+  readonly backend: BackendName;
+  /** Incremented by every successful updateCache (internal; for caches of derived data). */
+  version = 0;
+  #store: StoreBackend | null;
+  #listeners: Array<(rows: Int32Array) => void> = [];
+
+  /** @internal Created by CacheManager.initCache(). */
+  constructor(token: symbol, store: StoreBackend, specs: Readonly<Specs>) {
+    if (token !== CREATE) throw new TypeError('negative-cache: NegativeCache objects are created by CacheManager.initCache()');
+    this.#store = store;
+    this.size = store.size;
+    this.specs = specs;
+    this.backend = store.kind;
+  }
+
+  /** True after dispose(). */
+  get disposed(): boolean { return this.#store === null || this.#store.disposed; }
+
+  /** @internal The store; throws if disposed. */
+  _store(argName: string): StoreBackend {
+    if (this.#store === null || this.#store.disposed) {
+      throw new TypeError(`negative-cache: ${argName} was disposed (NegativeCache.dispose() was called); create a new cache with CacheManager.initCache()`);
+    }
+    return this.#store;
+  }
+
+  /** A copy of feature `key`, row-major [size, ...shape]: Float32Array for float features (whatever the storage), Int32Array for int32. */
+  read(key: string): Float32Array | Int32Array {
+    const store = this._store('the cache');
+    if (typeof key !== 'string' || !Object.prototype.hasOwnProperty.call(this.specs, key)) {
+      throw typeError('key', `one of ${Object.keys(this.specs).map((k) => `'${k}'`).join(', ')}`, key);
+    }
+    return store.readColumn(key);
+  }
+
+  /** A copy of the ages (int32, one per row). */
+  readAge(): Int32Array {
+    return this._store('the cache').readAge();
+  }
+
+  /** A copy of the filled flags: 1 where a row was written by an insert, a refresh or initCache with data. */
+  readFilled(): Uint8Array {
+    return this._store('the cache').readFilled();
+  }
+
+  /** Frees the rows now (native memory included). Later use throws; calling it twice is harmless. */
+  dispose(): void {
+    if (this.#store !== null) {
+      this.#store.dispose();
+      this.#store = null;
+      this.#listeners = [];
+    }
+  }
+
+  /**
+   * @internal Calls fn with the distinct rows written (sorted) after every
+   * successful updateCache. Returns the unsubscribe function.
+   */
+  addWriteListener(fn: (rows: Int32Array) => void): () => void {
+    if (typeof fn !== 'function') throw typeError('listener', 'a function', fn);
+    this.#listeners.push(fn);
+    return () => {
+      const i = this.#listeners.indexOf(fn);
+      if (i >= 0) this.#listeners.splice(i, 1);
+    };
+  }
+
+  /** @internal */
+  get _hasListeners(): boolean { return this.#listeners.length > 0; }
+
+  /** @internal Bumps the version and tells the listeners which rows were written. */
+  _notifyWritten(rows: Int32Array | null): void {
+    this.version++;
+    if (rows === null) return;
+    for (const fn of this.#listeners.slice()) fn(rows);
+  }
+
+  toString(): string {
+    return `NegativeCache(${this.size} rows, ${this.backend}, keys ${Object.keys(this.specs).join(', ')})`;
+  }
+}
+
+/** @internal Creates a NegativeCache (for CacheManager). */
+export function createNegativeCache(store: StoreBackend, specs: Readonly<Specs>): NegativeCache {
+  return new NegativeCache(CREATE, store, specs);
+}
+
+/** The store behind a NegativeCache from this package; TypeError naming argName otherwise (or when disposed). */
+export function storeOf(cache: NegativeCache, argName = 'cache'): StoreBackend {
+  if (!(cache instanceof NegativeCache)) {
+    throw new TypeError(`negative-cache: ${argName} must be a NegativeCache created by CacheManager.initCache(); got ${describe(cache)}`);
+  }
+  return cache._store(argName);
+}
