@@ -1,0 +1,310 @@
+// AVX2 / FMA / F16C tile functions. Compiled with -mavx2 -mfma -mf16c and
+// entered only after a CPUID check (features.cc). Everything here is in an
+// anonymous namespace, uses raw pointers and intrinsics and instantiates no
+// inline library function or template, so no weak symbol compiled for AVX2
+// can be picked by the linker for a baseline caller.
+#include "kernels_impl.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+#include "common.h"
+
+namespace nc {
+namespace cpu {
+namespace {
+
+// --- conversions -------------------------------------------------------------
+
+void convertRowAvx2(const void* src, int32_t storage, int64_t n, float* dst) {
+  const uint16_t* h = static_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  if (storage == static_cast<int32_t>(DType::Float16)) {
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+    if (i < n) {
+      alignas(16) uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      alignas(32) float out[8];
+      for (int64_t t = 0; t < n - i; ++t) tmp[t] = h[i + t];
+      _mm256_store_ps(out, _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(tmp))));
+      for (int64_t t = 0; t < n - i; ++t) dst[i + t] = out[t];
+    }
+  } else {
+    for (; i + 8 <= n; i += 8) {
+      const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
+      _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+    }
+    for (; i < n; ++i) {
+      const __m128i w = _mm_cvtsi32_si128(static_cast<int>(static_cast<uint32_t>(h[i]) << 16));
+      _mm_store_ss(dst + i, _mm_castsi128_ps(w));
+    }
+  }
+}
+
+// --- GEMM: 6 cache rows x 16 queries micro-kernel ----------------------------
+
+void gemmTileAvx2(const float* qt, int64_t bpad, int64_t dim, const float* const* rows,
+                  int64_t nrows, float scale, float* sb) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  for (int64_t rg = 0; rg < nrows; rg += 6) {
+    const int64_t valid = nrows - rg < 6 ? nrows - rg : 6;
+    const float* r0 = rows[rg];
+    const float* r1 = rows[rg + (valid > 1 ? 1 : 0)];
+    const float* r2 = rows[rg + (valid > 2 ? 2 : 0)];
+    const float* r3 = rows[rg + (valid > 3 ? 3 : 0)];
+    const float* r4 = rows[rg + (valid > 4 ? 4 : 0)];
+    const float* r5 = rows[rg + (valid > 5 ? 5 : 0)];
+    for (int64_t qb = 0; qb < bpad; qb += 16) {
+      const float* q = qt + qb * dim;
+      __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+      __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+      __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+      __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+      __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+      __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+      for (int64_t d = 0; d < dim; ++d) {
+        const __m256 a0 = _mm256_loadu_ps(q + d * 16);
+        const __m256 a1 = _mm256_loadu_ps(q + d * 16 + 8);
+        __m256 e = _mm256_broadcast_ss(r0 + d);
+        c00 = _mm256_fmadd_ps(e, a0, c00);
+        c01 = _mm256_fmadd_ps(e, a1, c01);
+        e = _mm256_broadcast_ss(r1 + d);
+        c10 = _mm256_fmadd_ps(e, a0, c10);
+        c11 = _mm256_fmadd_ps(e, a1, c11);
+        e = _mm256_broadcast_ss(r2 + d);
+        c20 = _mm256_fmadd_ps(e, a0, c20);
+        c21 = _mm256_fmadd_ps(e, a1, c21);
+        e = _mm256_broadcast_ss(r3 + d);
+        c30 = _mm256_fmadd_ps(e, a0, c30);
+        c31 = _mm256_fmadd_ps(e, a1, c31);
+        e = _mm256_broadcast_ss(r4 + d);
+        c40 = _mm256_fmadd_ps(e, a0, c40);
+        c41 = _mm256_fmadd_ps(e, a1, c41);
+        e = _mm256_broadcast_ss(r5 + d);
+        c50 = _mm256_fmadd_ps(e, a0, c50);
+        c51 = _mm256_fmadd_ps(e, a1, c51);
+      }
+      float* o = sb + rg * bpad + qb;
+      _mm256_storeu_ps(o, _mm256_mul_ps(c00, vscale));
+      _mm256_storeu_ps(o + 8, _mm256_mul_ps(c01, vscale));
+      if (valid > 1) {
+        _mm256_storeu_ps(o + bpad, _mm256_mul_ps(c10, vscale));
+        _mm256_storeu_ps(o + bpad + 8, _mm256_mul_ps(c11, vscale));
+      }
+      if (valid > 2) {
+        _mm256_storeu_ps(o + 2 * bpad, _mm256_mul_ps(c20, vscale));
+        _mm256_storeu_ps(o + 2 * bpad + 8, _mm256_mul_ps(c21, vscale));
+      }
+      if (valid > 3) {
+        _mm256_storeu_ps(o + 3 * bpad, _mm256_mul_ps(c30, vscale));
+        _mm256_storeu_ps(o + 3 * bpad + 8, _mm256_mul_ps(c31, vscale));
+      }
+      if (valid > 4) {
+        _mm256_storeu_ps(o + 4 * bpad, _mm256_mul_ps(c40, vscale));
+        _mm256_storeu_ps(o + 4 * bpad + 8, _mm256_mul_ps(c41, vscale));
+      }
+      if (valid > 5) {
+        _mm256_storeu_ps(o + 5 * bpad, _mm256_mul_ps(c50, vscale));
+        _mm256_storeu_ps(o + 5 * bpad + 8, _mm256_mul_ps(c51, vscale));
+      }
+    }
+  }
+}
+
+// --- vector exp (relative error ~1e-7 on the clamped range) ------------------
+
+__m256 exp256(__m256 x) {
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.3f));
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// --- Philox4x32-10 on 8 counters (lanes = 8 consecutive query rows) ----------
+
+inline void mulhilo8(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
+  const __m256i even = _mm256_mul_epu32(a, m);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+
+/// words[i] lane l = philox(col block `blk`, row rowBase + l, call, key).v[i].
+void philox8(uint32_t blk, uint32_t rowBase, const NoiseKey& key, __m256i words[4]) {
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  __m256i c0 = _mm256_set1_epi32(static_cast<int>(blk));
+  __m256i c1 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(rowBase)),
+                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256i c2 = _mm256_set1_epi32(static_cast<int>(key.c2));
+  __m256i c3 = _mm256_set1_epi32(static_cast<int>(key.c3));
+  uint32_t k0 = key.k0, k1 = key.k1;
+  for (int round = 0; round < 10; ++round) {
+    __m256i hi0, lo0, hi1, lo1;
+    mulhilo8(c0, m0, hi0, lo0);
+    mulhilo8(c2, m1, hi1, lo1);
+    const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
+    const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
+    c0 = n0;
+    c1 = lo1;
+    c2 = n2;
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  words[0] = c0;
+  words[1] = c1;
+  words[2] = c2;
+  words[3] = c3;
+}
+
+// --- sampling epilogue ---------------------------------------------------------
+
+struct LaneThresholds {
+  __m256 t;    // k-th perturbed score (float), -inf while fewer than k
+  __m256 low;  // t - Gumbel max - margin: below it no noise can reach t
+  __m256 marg;
+};
+
+LaneThresholds loadThresholds(const double* thresh, int64_t b0, int64_t valid) {
+  alignas(32) double tmp[8];
+  for (int l = 0; l < 8; ++l) tmp[l] = l < valid ? thresh[b0 + l] : 0.0;
+  const __m128 lo = _mm256_cvtpd_ps(_mm256_load_pd(tmp));
+  const __m128 hi = _mm256_cvtpd_ps(_mm256_load_pd(tmp + 4));
+  LaneThresholds r;
+  r.t = _mm256_set_m128(hi, lo);
+  const __m256 absT = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), r.t);
+  r.marg = _mm256_mul_ps(_mm256_set1_ps(1e-3f), _mm256_add_ps(_mm256_set1_ps(1.0f), absT));
+  r.low = _mm256_sub_ps(_mm256_sub_ps(r.t, _mm256_set1_ps(kGumbelMax)), r.marg);
+  return r;
+}
+
+void sampleTileAvx2(const SampleTile* t) {
+  const int64_t nrows = t->nrows, bpad = t->bpad;
+  const float* sb = t->sb;
+  const __m256 invTemp = _mm256_set1_ps(t->invTemp);
+  for (int64_t b0 = 0; b0 < t->batch; b0 += 8) {
+    // Logsumexp partial (padded lanes are computed and ignored).
+    __m256 m = _mm256_set1_ps(-__builtin_inff());
+    for (int64_t r = 0; r < nrows; ++r) m = _mm256_max_ps(m, _mm256_loadu_ps(sb + r * bpad + b0));
+    const __m256 oldM = _mm256_loadu_ps(t->lseMax + b0);
+    const __m256 newM = _mm256_max_ps(oldM, m);
+    const __m256 rescale = exp256(_mm256_sub_ps(oldM, newM));
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t r = 0; r < nrows; ++r)
+      sum = _mm256_add_ps(sum, exp256(_mm256_sub_ps(_mm256_loadu_ps(sb + r * bpad + b0), newM)));
+    __m256d s0 = _mm256_loadu_pd(t->lseSum + b0), s1 = _mm256_loadu_pd(t->lseSum + b0 + 4);
+    s0 = _mm256_fmadd_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(rescale)),
+                         _mm256_cvtps_pd(_mm256_castps256_ps128(sum)));
+    s1 = _mm256_fmadd_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(rescale, 1)),
+                         _mm256_cvtps_pd(_mm256_extractf128_ps(sum, 1)));
+    _mm256_storeu_pd(t->lseSum + b0, s0);
+    _mm256_storeu_pd(t->lseSum + b0 + 4, s1);
+    _mm256_storeu_ps(t->lseMax + b0, newM);
+    if (t->mode == 2) continue;
+
+    // Draws: a cheap vector filter, exact float64 decisions for survivors.
+    TopK* tk = t->topk;
+    const int64_t valid = t->batch - b0 < 8 ? t->batch - b0 : 8;
+    const int validMask = (1 << valid) - 1;
+    LaneThresholds th = loadThresholds(tk->thresh, b0, valid);
+    if (t->mode == 1) {
+      for (int64_t r = 0; r < nrows; ++r) {
+        const __m256 s = _mm256_loadu_ps(sb + r * bpad + b0);
+        int bits = _mm256_movemask_ps(_mm256_cmp_ps(s, th.t, _CMP_GE_OQ)) & validMask;
+        if (bits == 0) continue;
+        while (bits) {
+          const int l = __builtin_ctz(bits);
+          bits &= bits - 1;
+          const float sv = sb[r * bpad + b0 + l];
+          offerDraw(tk, b0 + l, t->rowIdx[r], sv, static_cast<double>(sv));
+        }
+        th = loadThresholds(tk->thresh, b0, valid);
+      }
+      continue;
+    }
+    uint32_t lastBlock = 0;
+    bool haveBlock = false;
+    __m256i words[4];
+    const __m256 twoM31 = _mm256_set1_ps(4.656612873077392578125e-10f);  // 2^-31
+    for (int64_t r = 0; r < nrows; ++r) {
+      const __m256 s = _mm256_loadu_ps(sb + r * bpad + b0);
+      const __m256 d = _mm256_mul_ps(s, invTemp);
+      const int pass = _mm256_movemask_ps(_mm256_cmp_ps(d, th.low, _CMP_GE_OQ)) & validMask;
+      if (pass == 0) continue;
+      const uint32_t j = static_cast<uint32_t>(t->rowIdx[r]);
+      if (!haveBlock || (j >> 2) != lastBlock) {
+        philox8(j >> 2, static_cast<uint32_t>(b0), t->key, words);
+        lastBlock = j >> 2;
+        haveBlock = true;
+      }
+      const __m256i w = words[j & 3];
+      // G = -log(-log u) <= -log(1 - u): the lane cannot reach t when
+      // 1 - u > exp(d - t + margin). 1 - u ~ (~w >> 1) * 2^-31 (never above).
+      const __m256 oneMinusU = _mm256_mul_ps(
+          _mm256_cvtepi32_ps(_mm256_srli_epi32(_mm256_xor_si256(w, _mm256_set1_epi32(-1)), 1)), twoM31);
+      const __m256 bound = exp256(_mm256_add_ps(_mm256_sub_ps(d, th.t), th.marg));
+      int bits = pass & _mm256_movemask_ps(_mm256_cmp_ps(oneMinusU, bound, _CMP_NGT_UQ));
+      if (bits == 0) continue;
+      alignas(32) uint32_t wl[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(wl), w);
+      while (bits) {
+        const int l = __builtin_ctz(bits);
+        bits &= bits - 1;
+        offerGumbel(tk, b0 + l, static_cast<int32_t>(j), sb[r * bpad + b0 + l], t->invTempD, wl[l]);
+      }
+      th = loadThresholds(tk->thresh, b0, valid);
+    }
+  }
+}
+
+// --- group max epilogue --------------------------------------------------------
+
+void groupMaxTileAvx2(const GroupTile* t) {
+  const int64_t bpad = t->bpad;
+  for (int64_t r = 0; r < t->nrows; ++r) {
+    const float* s = t->sb + r * bpad;
+    float* gm = t->gmax + t->rowGroup[r] * bpad;
+    int32_t* gi = t->gidx + t->rowGroup[r] * bpad;
+    const __m256i jv = _mm256_set1_epi32(t->rowIdx[r]);
+    for (int64_t b = 0; b < bpad; b += 8) {
+      const __m256 sv = _mm256_loadu_ps(s + b);
+      const __m256 cur = _mm256_loadu_ps(gm + b);
+      const __m256 gt = _mm256_cmp_ps(sv, cur, _CMP_GT_OQ);
+      _mm256_storeu_ps(gm + b, _mm256_blendv_ps(cur, sv, gt));
+      const __m256i ci = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gi + b));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(gi + b),
+                          _mm256_blendv_epi8(ci, jv, _mm256_castps_si256(gt)));
+    }
+  }
+}
+
+const IsaOps kAvx2Ops = {convertRowAvx2, gemmTileAvx2, sampleTileAvx2, groupMaxTileAvx2};
+
+}  // namespace
+
+const IsaOps* avx2Ops() { return &kAvx2Ops; }
+
+}  // namespace cpu
+}  // namespace nc
+
+#else
+
+namespace nc {
+namespace cpu {
+const IsaOps* avx2Ops() { return nullptr; }
+}  // namespace cpu
+}  // namespace nc
+
+#endif

@@ -1,0 +1,536 @@
+// Tests of the CPU kernels against a naive float64 reference (no Node needed):
+// random shapes (odd batch / dim / N, several segments, float16 / bfloat16,
+// partly filled, k > 1, topK groups), 1 vs N threads, forced baseline vs AVX2,
+// and a chi-square test that Gumbel draws follow softmax(invTemp * S).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "kernels.h"
+#include "rng.h"
+
+namespace {
+
+int failures = 0;
+#define EXPECT(cond, ...)                                   \
+  do {                                                      \
+    if (!(cond)) {                                          \
+      ++failures;                                           \
+      std::printf("FAIL %s:%d: ", __FILE__, __LINE__);      \
+      std::printf(__VA_ARGS__);                             \
+      std::printf("\n");                                    \
+    }                                                       \
+  } while (0)
+
+const double kInf = std::numeric_limits<double>::infinity();
+
+uint16_t toHalf(float x) {  // truncating float32 -> float16 (normal range, else 0)
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const int e = static_cast<int>((u >> 23) & 0xff) - 127 + 15;
+  if (e <= 0) return static_cast<uint16_t>(sign);
+  if (e >= 31) return static_cast<uint16_t>(sign | 0x7bffu);
+  return static_cast<uint16_t>(sign | (e << 10) | ((u >> 13) & 0x3ffu));
+}
+float fromHalf(uint16_t h) {
+  const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  const float v = e == 0 ? std::ldexp(static_cast<float>(m), -24)
+                         : std::ldexp(static_cast<float>(m + 1024), e - 25);
+  return (h & 0x8000) ? -v : v;
+}
+uint16_t toBf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return static_cast<uint16_t>(u >> 16);
+}
+float fromBf16(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+struct SegmentData {
+  nc::DType storage;
+  int64_t rows;
+  std::vector<float> f32;       // as stored (after conversion), for the reference
+  std::vector<uint16_t> half;   // storage for f16 / bf16
+  std::vector<uint8_t> filled;  // empty = null
+};
+
+struct Problem {
+  int64_t batch, dim;
+  std::vector<float> queries;
+  std::vector<SegmentData> segs;
+  float scale;
+  bool scoreEmptyRows;
+  nc::ScoreRequest req() const {
+    nc::ScoreRequest r;
+    r.queries = queries.data();
+    r.batch = batch;
+    r.dim = dim;
+    r.scale = scale;
+    r.scoreEmptyRows = scoreEmptyRows;
+    for (const SegmentData& s : segs) {
+      nc::Segment g;
+      g.storage = s.storage;
+      g.rows = s.rows;
+      g.data = s.storage == nc::DType::Float32 ? static_cast<const void*>(s.f32.data())
+                                               : static_cast<const void*>(s.half.data());
+      g.filled = s.filled.empty() ? nullptr : s.filled.data();
+      r.segments.push_back(g);
+    }
+    return r;
+  }
+  int64_t n() const {
+    int64_t n = 0;
+    for (const SegmentData& s : segs) n += s.rows;
+    return n;
+  }
+  // Reference scores (float64 of the stored values) and candidate flags.
+  void reference(std::vector<double>& S, std::vector<uint8_t>& cand) const {
+    const int64_t N = n();
+    S.assign(static_cast<size_t>(batch * N), 0.0);
+    cand.assign(static_cast<size_t>(N), 1);
+    int64_t j0 = 0;
+    for (const SegmentData& s : segs) {
+      for (int64_t i = 0; i < s.rows; ++i) {
+        const int64_t j = j0 + i;
+        if (!scoreEmptyRows && !s.filled.empty()) cand[j] = s.filled[i] != 0;
+        for (int64_t b = 0; b < batch; ++b) {
+          double acc = 0;
+          for (int64_t d = 0; d < dim; ++d)
+            acc += static_cast<double>(queries[b * dim + d]) * s.f32[i * dim + d];
+          S[b * N + j] = scale * acc;
+        }
+      }
+      j0 += s.rows;
+    }
+  }
+};
+
+Problem makeProblem(std::mt19937_64& rng, int64_t batch, int64_t dim, const std::vector<int64_t>& rows,
+                    nc::DType storage, double fillFrac, float scale) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_real_distribution<double> ud(0.0, 1.0);
+  Problem p;
+  p.batch = batch;
+  p.dim = dim;
+  p.scale = scale;
+  p.scoreEmptyRows = false;
+  p.queries.resize(static_cast<size_t>(batch * dim));
+  for (float& q : p.queries) q = nd(rng) / std::sqrt(static_cast<float>(dim));
+  for (int64_t r : rows) {
+    SegmentData s;
+    s.storage = storage;
+    s.rows = r;
+    s.f32.resize(static_cast<size_t>(r * dim));
+    if (storage != nc::DType::Float32) s.half.resize(static_cast<size_t>(r * dim));
+    for (int64_t i = 0; i < r * dim; ++i) {
+      const float v = nd(rng);
+      if (storage == nc::DType::Float16) {
+        s.half[i] = toHalf(v);
+        s.f32[i] = fromHalf(s.half[i]);
+      } else if (storage == nc::DType::BFloat16) {
+        s.half[i] = toBf16(v);
+        s.f32[i] = fromBf16(s.half[i]);
+      } else {
+        s.f32[i] = v;
+      }
+    }
+    if (fillFrac < 1.0) {
+      s.filled.resize(static_cast<size_t>(r));
+      for (auto& f : s.filled) f = ud(rng) < fillFrac;
+    }
+    p.segs.push_back(std::move(s));
+  }
+  return p;
+}
+
+struct Draws {
+  std::vector<int32_t> idx;
+  std::vector<float> scores, lse;
+  std::vector<int64_t> cands;
+};
+
+Draws runSample(const Problem& p, const nc::SampleParams& sp, int threads) {
+  Draws d;
+  d.idx.assign(static_cast<size_t>(p.batch * sp.numDraws), -7);
+  d.scores.assign(static_cast<size_t>(p.batch * sp.numDraws), 7.0f);
+  d.lse.assign(static_cast<size_t>(p.batch), 7.0f);
+  d.cands.assign(static_cast<size_t>(p.batch), -7);
+  nc::SampleOutput out{d.idx.data(), d.scores.data(), d.lse.data(), d.cands.data()};
+  nc::ScoreRequest r = p.req();
+  r.threads = threads;
+  nc::scoreAndSample(r, sp, out);
+  return d;
+}
+
+/// Reference draws for one query row: k best of (perturbed desc, index asc).
+void referenceDraws(const double* S, const uint8_t* cand, int64_t N, int64_t row,
+                    const nc::SampleParams& sp, std::vector<std::pair<double, int64_t>>& best) {
+  best.clear();
+  for (int64_t j = 0; j < N; ++j) {
+    if (!cand[j]) continue;
+    // The kernels perturb the float32 score; do the same.
+    const double s = static_cast<float>(S[j]);
+    double pv = s;
+    if (sp.mode == nc::SampleMode::Gumbel)
+      pv = sp.invTemp * s + nc::gumbelNoise(sp.seed, sp.call, static_cast<uint32_t>(row), j);
+    best.push_back({pv, j});
+  }
+  std::sort(best.begin(), best.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  if (static_cast<int64_t>(best.size()) > sp.numDraws) best.resize(static_cast<size_t>(sp.numDraws));
+}
+
+/// Checks draws of a kernel against the reference (tolerating near-ties).
+void checkDraws(const char* what, const std::vector<double>& S, const std::vector<uint8_t>& cand,
+                int64_t batch, int64_t N, const nc::SampleParams& sp, const Draws& d) {
+  std::vector<std::pair<double, int64_t>> best;
+  int64_t nc = 0;
+  for (int64_t j = 0; j < N; ++j) nc += cand[j];
+  for (int64_t b = 0; b < batch; ++b) {
+    EXPECT(d.cands[b] == nc, "%s: candidates %lld vs %lld", what, (long long)d.cands[b], (long long)nc);
+    // lse
+    double M = -kInf;
+    for (int64_t j = 0; j < N; ++j)
+      if (cand[j]) M = std::max(M, S[b * N + j]);
+    double lse = -kInf;
+    if (M > -kInf) {
+      double sum = 0;
+      for (int64_t j = 0; j < N; ++j)
+        if (cand[j]) sum += std::exp(S[b * N + j] - M);
+      lse = M + std::log(sum);
+    }
+    if (lse == -kInf) {
+      EXPECT(d.lse[b] == -std::numeric_limits<float>::infinity(), "%s: lse %g vs -inf", what, d.lse[b]);
+    } else {
+      EXPECT(std::fabs(d.lse[b] - lse) <= 2e-4 * (1 + std::fabs(lse)), "%s: b=%lld lse %.7g vs %.7g", what,
+             (long long)b, d.lse[b], lse);
+    }
+    if (sp.mode == nc::SampleMode::None) {
+      for (int64_t i = 0; i < sp.numDraws; ++i) EXPECT(d.idx[b * sp.numDraws + i] == -1, "%s: none mode draw", what);
+      continue;
+    }
+    referenceDraws(S.data() + b * N, cand.data(), N, b, sp, best);
+    for (int64_t i = 0; i < sp.numDraws; ++i) {
+      const int32_t got = d.idx[b * sp.numDraws + i];
+      if (i >= static_cast<int64_t>(best.size())) {
+        EXPECT(got == -1, "%s: expected no draw, got %d", what, got);
+        EXPECT(std::isnan(d.scores[b * sp.numDraws + i]), "%s: expected NaN score", what);
+        continue;
+      }
+      const int64_t want = best[i].second;
+      if (got != want) {
+        // Accept only a near-tie in the reference perturbed scores.
+        double pg = -kInf;
+        for (auto& e : best)
+          if (e.second == got) pg = e.first;
+        const double gap = std::fabs(pg - best[i].first);
+        EXPECT(gap < 1e-3 * (1 + std::fabs(best[i].first)), "%s: b=%lld draw %lld: got %d want %lld (gap %g)",
+               what, (long long)b, (long long)i, got, (long long)want, gap);
+      } else {
+        const double sref = S[b * N + want];
+        EXPECT(std::fabs(d.scores[b * sp.numDraws + i] - sref) <= 1e-4 * (1 + std::fabs(sref)),
+               "%s: score %g vs %g", what, d.scores[b * sp.numDraws + i], sref);
+      }
+    }
+  }
+}
+
+bool sameDraws(const Draws& a, const Draws& b, bool exactLse) {
+  if (a.idx != b.idx || a.cands != b.cands) return false;
+  for (size_t i = 0; i < a.lse.size(); ++i) {
+    if (exactLse ? std::memcmp(&a.lse[i], &b.lse[i], 4) != 0
+                 : std::fabs(a.lse[i] - b.lse[i]) > 1e-4 * (1 + std::fabs(a.lse[i])))
+      return false;
+  }
+  return true;
+}
+
+void testRandomShapes(bool baseline) {
+  nc::cpu::setForceBaseline(baseline);
+  std::mt19937_64 rng(baseline ? 7 : 11);
+  const int64_t batches[] = {1, 3, 8, 17, 33};
+  const int64_t dims[] = {1, 5, 16, 33, 128};
+  const std::vector<std::vector<int64_t>> rowSets = {{1}, {47}, {100, 0, 13}, {1000}, {3001, 2000}, {12000}};
+  const nc::DType storages[] = {nc::DType::Float32, nc::DType::Float16, nc::DType::BFloat16};
+  int cases = 0;
+  for (int trial = 0; trial < 60; ++trial) {
+    const int64_t B = batches[rng() % 5], D = dims[rng() % 5];
+    const auto& rows = rowSets[rng() % rowSets.size()];
+    const nc::DType st = storages[rng() % 3];
+    const double fill = (rng() % 3 == 0) ? 1.0 : (rng() % 2 ? 0.6 : 0.02);
+    const float scale = (rng() % 2) ? 1.0f : 20.0f;
+    Problem p = makeProblem(rng, B, D, rows, st, fill, scale);
+    p.scoreEmptyRows = rng() % 4 == 0;
+    std::vector<double> S;
+    std::vector<uint8_t> cand;
+    p.reference(S, cand);
+    const int64_t N = p.n();
+    for (int mode = 0; mode < 3; ++mode) {
+      nc::SampleParams sp;
+      sp.mode = static_cast<nc::SampleMode>(mode);
+      sp.invTemp = (rng() % 2) ? 1.0 : 0.3;
+      sp.numDraws = (rng() % 2) ? 1 : 1 + static_cast<int64_t>(rng() % 12);
+      sp.seed = rng() & ((1ULL << 53) - 1);
+      sp.call = rng() % 5;
+      const Draws d = runSample(p, sp, 3);
+      char what[160];
+      std::snprintf(what, sizeof what, "%s B=%lld D=%lld N=%lld st=%d fill=%.2f mode=%d k=%lld",
+                    baseline ? "baseline" : "dispatch", (long long)B, (long long)D, (long long)N,
+                    (int)st, fill, mode, (long long)sp.numDraws);
+      checkDraws(what, S, cand, B, N, sp, d);
+      const Draws d1 = runSample(p, sp, 1);
+      EXPECT(sameDraws(d, d1, true), "%s: 1 vs 3 threads differ", what);
+      ++cases;
+    }
+    // Group max.
+    if (N > 0) {
+      const int64_t groups = 1 + static_cast<int64_t>(rng() % std::min<int64_t>(N, 70));
+      std::vector<float> gs(static_cast<size_t>(B * groups));
+      std::vector<int32_t> gr(static_cast<size_t>(B * groups));
+      nc::ScoreRequest r = p.req();
+      r.threads = 2;
+      nc::scoreGroupMax(r, groups, gs.data(), gr.data());
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t g = 0; g < groups; ++g) {
+          const int64_t a = g * N / groups, e = (g + 1) * N / groups;
+          double best = -kInf;
+          int64_t bi = -1;
+          for (int64_t j = a; j < e; ++j) {
+            if (!cand[j]) continue;
+            const double s = static_cast<float>(S[b * N + j]);
+            if (s > best) {
+              best = s;
+              bi = j;
+            }
+          }
+          const int32_t got = gr[b * groups + g];
+          if (bi < 0) {
+            EXPECT(got == -1 && gs[b * groups + g] == -std::numeric_limits<float>::infinity(),
+                   "groupMax empty group");
+          } else if (got != bi) {
+            const double sg = got >= 0 ? S[b * N + got] : -kInf;
+            EXPECT(got >= a && got < e && std::fabs(sg - best) < 1e-4 * (1 + std::fabs(best)),
+                   "groupMax b=%lld g=%lld got %d want %lld", (long long)b, (long long)g, got, (long long)bi);
+          } else {
+            EXPECT(std::fabs(gs[b * groups + g] - best) <= 1e-4 * (1 + std::fabs(best)), "groupMax score");
+          }
+        }
+      }
+    }
+    // Score matrix.
+    if (N > 0 && N * B < 2000000) {
+      std::vector<float> m(static_cast<size_t>(B * N));
+      nc::ScoreRequest r = p.req();
+      nc::scoreMatrix(r, m.data());
+      for (int64_t i = 0; i < B * N; ++i) {
+        if (std::fabs(m[i] - S[i]) > 1e-4 * (1 + std::fabs(S[i]))) {
+          EXPECT(false, "scoreMatrix %lld: %g vs %g", (long long)i, m[i], S[i]);
+          break;
+        }
+      }
+    }
+  }
+  nc::cpu::setForceBaseline(false);
+  std::printf("random shapes (%s): %d cases\n", baseline ? "baseline" : "dispatch", cases);
+}
+
+void testBaselineVsAvx2() {
+  if (!(nc::cpu::detectedFeatures().avx2)) {
+    std::printf("baseline vs avx2: skipped (no AVX2)\n");
+    return;
+  }
+  std::mt19937_64 rng(5);
+  int diffs = 0, total = 0;
+  for (nc::DType st : {nc::DType::Float32, nc::DType::Float16, nc::DType::BFloat16}) {
+    Problem p = makeProblem(rng, 37, 64, {20000, 777}, st, 0.8, 20.0f);
+    for (int mode = 0; mode < 2; ++mode) {
+      nc::SampleParams sp;
+      sp.mode = static_cast<nc::SampleMode>(mode);
+      sp.numDraws = 5;
+      sp.seed = 42;
+      sp.call = 3;
+      nc::cpu::setForceBaseline(true);
+      EXPECT(!nc::cpu::usingAvx2(), "forced baseline still uses AVX2");
+      const Draws a = runSample(p, sp, 2);
+      nc::cpu::setForceBaseline(false);
+      EXPECT(nc::cpu::usingAvx2(), "AVX2 CPU but not using AVX2");
+      const Draws b = runSample(p, sp, 2);
+      for (size_t i = 0; i < a.idx.size(); ++i) diffs += a.idx[i] != b.idx[i];
+      total += static_cast<int>(a.idx.size());
+      EXPECT(sameDraws(a, b, false), "baseline vs avx2: lse or draws differ (st=%d mode=%d)", (int)st, mode);
+    }
+  }
+  std::printf("baseline vs avx2: %d of %d draws differ\n", diffs, total);
+}
+
+void testSampleCandidates() {
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  for (int trial = 0; trial < 20; ++trial) {
+    const int64_t B = 1 + rng() % 20, C = 1 + rng() % 300;
+    std::vector<float> s(static_cast<size_t>(B * C));
+    for (float& v : s) v = (rng() % 5 == 0) ? -std::numeric_limits<float>::infinity() : nd(rng);
+    if (trial == 0)
+      for (int64_t j = 0; j < C; ++j) s[j] = -std::numeric_limits<float>::infinity();  // empty row
+    nc::SampleParams sp;
+    sp.mode = static_cast<nc::SampleMode>(trial % 3);
+    sp.numDraws = 1 + rng() % 6;
+    sp.invTemp = trial % 2 ? 1.0 : 2.5;
+    sp.seed = rng() & 0xffffffffffffULL;
+    sp.call = rng() % 1000;
+    Draws d;
+    d.idx.assign(static_cast<size_t>(B * sp.numDraws), -7);
+    d.scores.assign(static_cast<size_t>(B * sp.numDraws), 0);
+    d.lse.assign(static_cast<size_t>(B), 0);
+    d.cands.assign(static_cast<size_t>(B), 0);
+    nc::SampleOutput out{d.idx.data(), d.scores.data(), d.lse.data(), d.cands.data()};
+    nc::sampleCandidates(s.data(), B, C, sp, 2, out);
+    std::vector<double> S(s.begin(), s.end());
+    // Per-row candidates differ; check row by row.
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<uint8_t> cand(static_cast<size_t>(C));
+      std::vector<double> row(static_cast<size_t>(C));
+      for (int64_t j = 0; j < C; ++j) {
+        cand[j] = s[b * C + j] != -std::numeric_limits<float>::infinity();
+        row[j] = cand[j] ? S[b * C + j] : 0.0;
+      }
+      Draws one;
+      one.idx.assign(d.idx.begin() + b * sp.numDraws, d.idx.begin() + (b + 1) * sp.numDraws);
+      one.scores.assign(d.scores.begin() + b * sp.numDraws, d.scores.begin() + (b + 1) * sp.numDraws);
+      one.lse = {d.lse[b]};
+      one.cands = {d.cands[b]};
+      // The noise row is b: shift by building a 1-row reference with row index b.
+      std::vector<std::pair<double, int64_t>> best;
+      referenceDraws(row.data(), cand.data(), C, b, sp, best);
+      int64_t nc = 0;
+      for (auto c : cand) nc += c;
+      EXPECT(one.cands[0] == nc, "sampleCandidates cands");
+      for (int64_t i = 0; i < sp.numDraws; ++i) {
+        const int64_t want = sp.mode == nc::SampleMode::None || i >= (int64_t)best.size() ? -1 : best[i].second;
+        EXPECT(one.idx[i] == want, "sampleCandidates b=%lld i=%lld got %d want %lld", (long long)b,
+               (long long)i, one.idx[i], (long long)want);
+      }
+      if (nc == 0) EXPECT(one.lse[0] == -std::numeric_limits<float>::infinity(), "sampleCandidates empty lse");
+    }
+  }
+  std::printf("sampleCandidates: ok\n");
+}
+
+void testChiSquare() {
+  // 6 candidates with fixed scores; 30000 calls; the first draw must follow
+  // softmax(invTemp * S); the first two draws must be distinct.
+  const int64_t D = 1, N = 6;
+  Problem p;
+  p.batch = 1;
+  p.dim = D;
+  p.scale = 1.0f;
+  p.scoreEmptyRows = false;
+  p.queries = {1.0f};
+  SegmentData s;
+  s.storage = nc::DType::Float32;
+  s.rows = N;
+  s.f32 = {0.0f, 0.5f, 1.0f, -1.0f, 2.0f, 0.25f};
+  p.segs.push_back(s);
+  for (double invTemp : {1.0, 0.5}) {
+    for (bool baseline : {false, true}) {
+      nc::cpu::setForceBaseline(baseline);
+      std::vector<double> counts(N, 0.0);
+      const int calls = 30000;
+      int dup = 0;
+      for (int c = 0; c < calls; ++c) {
+        nc::SampleParams sp;
+        sp.invTemp = invTemp;
+        sp.numDraws = 2;
+        sp.seed = 123456789;
+        sp.call = static_cast<uint64_t>(c);
+        const Draws d = runSample(p, sp, 1);
+        counts[d.idx[0]] += 1;
+        dup += d.idx[0] == d.idx[1];
+      }
+      double z = 0;
+      for (float v : s.f32) z += std::exp(invTemp * v);
+      double chi2 = 0;
+      for (int64_t j = 0; j < N; ++j) {
+        const double e = calls * std::exp(invTemp * s.f32[j]) / z;
+        chi2 += (counts[j] - e) * (counts[j] - e) / e;
+      }
+      // df = 5: P(chi2 > 20.5) = 0.001.
+      EXPECT(chi2 < 20.5, "chi-square %g too large (invTemp %g, baseline %d)", chi2, invTemp, (int)baseline);
+      EXPECT(dup == 0, "Gumbel-top-2 drew the same row twice");
+      std::printf("chi-square invTemp=%g baseline=%d: %.2f (df 5)\n", invTemp, (int)baseline, chi2);
+    }
+  }
+  nc::cpu::setForceBaseline(false);
+}
+
+void testEdgeCases() {
+  std::mt19937_64 rng(9);
+  // No segment / all empty: lse -inf, no draws.
+  Problem p = makeProblem(rng, 4, 8, {50}, nc::DType::Float32, 0.0, 1.0f);
+  for (auto& f : p.segs[0].filled) f = 0;
+  nc::SampleParams sp;
+  sp.numDraws = 3;
+  const Draws d = runSample(p, sp, 2);
+  for (int64_t b = 0; b < 4; ++b) {
+    EXPECT(d.lse[b] == -std::numeric_limits<float>::infinity(), "empty cache lse");
+    EXPECT(d.cands[b] == 0, "empty cache candidates");
+    for (int i = 0; i < 3; ++i) EXPECT(d.idx[b * 3 + i] == -1 && std::isnan(d.scores[b * 3 + i]), "empty draws");
+  }
+  // Fewer candidates than draws: the rest are -1.
+  p.segs[0].filled[7] = 1;
+  const Draws d2 = runSample(p, sp, 2);
+  for (int64_t b = 0; b < 4; ++b) {
+    EXPECT(d2.idx[b * 3] == 7 && d2.idx[b * 3 + 1] == -1, "one candidate");
+    EXPECT(d2.cands[b] == 1, "one candidate count");
+  }
+  // Argument errors throw nc::Error.
+  bool threw = false;
+  try {
+    nc::SampleParams bad;
+    bad.numDraws = 0;
+    runSample(p, bad, 1);
+  } catch (const nc::Error& e) {
+    threw = e.code() == "ERR_ARGUMENT";
+  }
+  EXPECT(threw, "numDraws 0 must throw ERR_ARGUMENT");
+  threw = false;
+  try {
+    std::vector<float> gs(4), gr(4);
+    nc::ScoreRequest r = p.req();
+    nc::scoreGroupMax(r, 51, gs.data(), reinterpret_cast<int32_t*>(gr.data()));
+  } catch (const nc::Error&) {
+    threw = true;
+  }
+  EXPECT(threw, "groups > N must throw");
+  std::printf("edge cases: ok\n");
+}
+
+}  // namespace
+
+int main() {
+  const auto f = nc::cpu::detectedFeatures();
+  std::printf("cpu: avx2=%d fma=%d f16c=%d usingAvx2=%d\n", f.avx2, f.fma, f.f16c, nc::cpu::usingAvx2());
+  testEdgeCases();
+  testRandomShapes(false);
+  testRandomShapes(true);
+  testBaselineVsAvx2();
+  testSampleCandidates();
+  testChiSquare();
+  if (failures) {
+    std::printf("%d failure(s)\n", failures);
+    return 1;
+  }
+  std::printf("all kernel tests passed\n");
+  return 0;
+}
