@@ -1,0 +1,205 @@
+'use strict';
+// Installing the packed package the way users do (`npm pack`, then `npm install`
+// of the tarball into a fresh folder, offline from the npm cache):
+//  1. with the prebuilt binary and NO compiler and NO CMake on PATH: the install
+//     step takes the prebuild, and the native backend scores;
+//  2. with the prebuild removed and a compiler present: it builds from source.
+// Slow (two C++ builds, two npm installs); set NEGATIVE_CACHE_SKIP_INSTALL_TESTS=1 to skip.
+const assert = require('assert');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { spawnSync } = require('child_process');
+
+const root = path.resolve(__dirname, '..');
+const pkg = require(path.join(root, 'package.json'));
+const platformDir = `${process.platform}-${process.arch}`;
+const skip = !!process.env.NEGATIVE_CACHE_SKIP_INSTALL_TESTS || platformDir !== 'linux-x64';
+
+function npmCliPath() {
+  const fromEnv = process.env.npm_execpath;
+  if (fromEnv && /npm-cli\.js$/.test(fromEnv)) return fromEnv;
+  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
+    const candidate = path.join(dir, 'npm');
+    if (fs.existsSync(candidate)) {
+      const real = fs.realpathSync(candidate);
+      if (/\.js$/.test(real)) return real;
+      const cli = path.join(path.dirname(real), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
+      if (fs.existsSync(cli)) return cli;
+    }
+  }
+  throw new Error('cannot find npm-cli.js (run the tests through npm, or put npm on PATH)');
+}
+
+/** An environment without the npm_* variables of an enclosing `npm test`, with the given PATH. */
+function cleanEnv(PATH, extra = {}) {
+  const env = {};
+  for (const k of ['HOME', 'USER', 'LANG', 'TMPDIR', 'TERM']) if (process.env[k] !== undefined) env[k] = process.env[k];
+  for (const k of ['npm_config_cache', 'npm_config_registry', 'npm_config_userconfig']) {
+    if (process.env[k] !== undefined) env[k] = process.env[k];
+  }
+  return Object.assign(env, { PATH }, extra);
+}
+
+/** Runs a command; on failure throws with the command and the tail of its output. */
+function run(cmd, args, { cwd, env, timeoutMs = 300000 } = {}) {
+  const r = spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
+  const output = `${r.stdout || ''}${r.stderr || ''}`;
+  if (r.error || r.status !== 0) {
+    const why = r.error ? r.error.message : `exit status ${r.status}${r.signal ? ` (signal ${r.signal})` : ''}`;
+    throw new Error(`${path.basename(cmd)} ${args.join(' ')} (in ${cwd}) failed: ${why}\n--- output (tail) ---\n${output.slice(-6000)}`);
+  }
+  return output;
+}
+
+/** Pins every package that root's lockfile holds in one version, so an offline install finds it in the npm cache. */
+function lockfilePins(exclude) {
+  const lock = JSON.parse(fs.readFileSync(path.join(root, 'package-lock.json'), 'utf8'));
+  const versions = new Map();
+  for (const [key, entry] of Object.entries(lock.packages || {})) {
+    if (!key || !entry.version || entry.link) continue;
+    const name = key.slice(key.lastIndexOf('node_modules/') + 'node_modules/'.length);
+    if (!versions.has(name)) versions.set(name, new Set());
+    versions.get(name).add(entry.version);
+  }
+  const pins = {};
+  for (const [name, set] of versions) if (set.size === 1 && !exclude.includes(name)) pins[name] = [...set][0];
+  return pins;
+}
+
+// Runs in the app folder: selects backends, scores through the public API on
+// the native backend and checks it against the pure-JS backend.
+const CHECK_SCRIPT = `'use strict';
+const path = require('path');
+const tf = require('@tensorflow/tfjs');
+const nc = require('negative-cache');
+const pkgDir = path.dirname(require.resolve('negative-cache/package.json'));
+const out = { backends: nc.availableBackends(), addonFile: path.relative(pkgDir, require('node-gyp-build').resolve(pkgDir)) };
+const specs = { emb: { shape: [4], dtype: 'float32' }, id: { shape: [1], dtype: 'int32' } };
+const values = (x) => Array.from(typeof x.dataSync === 'function' ? x.dataSync() : x);
+function score(backend) {
+  const manager = new nc.CacheManager(specs, 16, backend ? { backend } : undefined);
+  const cache = manager.initCache();
+  manager.updateCache(cache, { newItems: {
+    emb: Float32Array.from({ length: 40 }, (_, i) => Math.sin(0.7 * i)),
+    id: Int32Array.from({ length: 10 }, (_, i) => 100 + i) } });
+  const loss = new nc.CacheClassificationLoss({ embeddingKey: 'emb', dataKeys: ['emb', 'id'], seed: 7, reducer: 'none' });
+  const q = tf.tensor2d(Array.from({ length: 12 }, (_, i) => Math.cos(0.3 * i)), [3, 4]);
+  const p = tf.tensor2d(Array.from({ length: 12 }, (_, i) => Math.sin(0.5 * i + 1)), [3, 4]);
+  const r = loss.compute((data) => data.emb, q, p, cache);
+  const result = { backend: manager.backend, interpretableLoss: values(r.interpretableLoss),
+    trainingLoss: values(r.trainingLoss), indices: values(r.updatedItemIndices.cache) };
+  cache.dispose();
+  return result;
+}
+out.auto = score(undefined);
+out.native = score('native');
+out.js = score('js');
+console.log(JSON.stringify(out));
+`;
+
+(skip ? describe.skip : describe)('install from the packed tarball (npm pack + npm install, offline)', function () {
+  this.timeout(15 * 60 * 1000);
+  const npmCli = skip ? '' : npmCliPath();
+  const tfjsVersion = skip ? '' : require('@tensorflow/tfjs/package.json').version;
+  let tmp;
+  let noCompilerBin;    // PATH for "no compiler": node and sh only
+  let tarballPrebuilt;
+  let tarballSource;
+
+  const npm = (args, opts) => run(process.execPath, [npmCli, ...args], opts);
+
+  before(function () {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'negative-cache-install-test-'));
+    noCompilerBin = path.join(tmp, 'bin');
+    fs.mkdirSync(noCompilerBin);
+    fs.symlinkSync(process.execPath, path.join(noCompilerBin, 'node'));
+    fs.symlinkSync('/bin/sh', path.join(noCompilerBin, 'sh'));
+
+    // The package as `npm pack` makes it from this checkout (dist/ must be built),
+    // unpacked, without any prebuilds/ the checkout may hold.
+    const env = cleanEnv(process.env.PATH);
+    fs.mkdirSync(path.join(tmp, 'pack'));
+    npm(['pack', '--ignore-scripts', '--pack-destination', path.join(tmp, 'pack')], { cwd: root, env });
+    const packed = path.join(tmp, 'pack', `${pkg.name}-${pkg.version}.tgz`);
+    run('tar', ['xzf', packed, '-C', tmp], { cwd: tmp, env });
+    const pkgDir = path.join(tmp, 'package');
+    fs.rmSync(path.join(pkgDir, 'prebuilds'), { recursive: true, force: true });
+    assert.ok(fs.existsSync(path.join(pkgDir, 'dist', 'index.js')), 'the tarball has no dist/index.js (run npm run build:ts)');
+
+    // Without a prebuild: for the source-build test.
+    fs.mkdirSync(path.join(tmp, 'source'));
+    npm(['pack', '--ignore-scripts', '--pack-destination', path.join(tmp, 'source')], { cwd: pkgDir, env });
+    tarballSource = path.join(tmp, 'source', `${pkg.name}-${pkg.version}.tgz`);
+
+    // With the prebuild made by `npm run prebuild` (scripts/prebuild.js: prebuildify + cmake-js).
+    run(process.execPath, [path.join(root, 'scripts', 'prebuild.js'), '--out', pkgDir], { cwd: root, env, timeoutMs: 600000 });
+    const built = fs.readdirSync(path.join(pkgDir, 'prebuilds', platformDir));
+    assert.deepStrictEqual(built.filter((f) => f.endsWith('.node')), [`${pkg.name}.node`]);
+    fs.mkdirSync(path.join(tmp, 'prebuilt'));
+    npm(['pack', '--ignore-scripts', '--pack-destination', path.join(tmp, 'prebuilt')], { cwd: pkgDir, env });
+    tarballPrebuilt = path.join(tmp, 'prebuilt', `${pkg.name}-${pkg.version}.tgz`);
+  });
+
+  after(function () {
+    if (tmp && !process.env.NEGATIVE_CACHE_KEEP_TEST_DIRS) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  /** A fresh app folder that depends on the tarball (and tfjs for the check); returns the install output. */
+  function installInto(name, tarball, env) {
+    const app = path.join(tmp, name);
+    fs.mkdirSync(app);
+    const deps = { [pkg.name]: `file:${tarball}`, '@tensorflow/tfjs': tfjsVersion };
+    fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({
+      name: `${name}-app`, version: '1.0.0', private: true, dependencies: deps,
+      overrides: lockfilePins(Object.keys(deps)),
+      allowScripts: { [pkg.name]: true },
+    }, null, 2));
+    fs.writeFileSync(path.join(app, 'check.js'), CHECK_SCRIPT);
+    const output = npm(['install', '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'],
+      { cwd: app, env, timeoutMs: 600000 });
+    return { app, output };
+  }
+
+  function checkScoring(app, env) {
+    const out = run(process.execPath, ['check.js'], { cwd: app, env, timeoutMs: 120000 });
+    const res = JSON.parse(out.trim().split('\n').pop());
+    assert.ok(res.backends.includes('native'), `availableBackends() = ${JSON.stringify(res.backends)}`);
+    assert.strictEqual(res.auto.backend, 'native', 'auto should select the native backend');
+    assert.strictEqual(res.native.backend, 'native');
+    assert.strictEqual(res.js.backend, 'js');
+    // Same seed -> same draws on both backends; the losses agree to float rounding.
+    assert.deepStrictEqual(res.native.indices, res.js.indices);
+    assert.strictEqual(res.native.interpretableLoss.length, 3);
+    for (const key of ['interpretableLoss', 'trainingLoss']) {
+      res.native[key].forEach((v, i) => {
+        assert.ok(Number.isFinite(v), `${key}[${i}] = ${v}`);
+        assert.ok(Math.abs(v - res.js[key][i]) <= 1e-4 * (1 + Math.abs(v)), `${key}[${i}]: native ${v} vs js ${res.js[key][i]}`);
+      });
+    }
+    return res;
+  }
+
+  it('installs with no compiler or CMake on PATH and uses the prebuilt binary', function () {
+    const env = cleanEnv(noCompilerBin, { NEGATIVE_CACHE_REQUIRE_NATIVE: '1' });
+    const probe = spawnSync('/bin/sh', ['-c', 'command -v cmake c++ g++ gcc cc clang make ninja'], { env, encoding: 'utf8' });
+    assert.strictEqual(probe.stdout.trim(), '', `the no-compiler PATH still finds: ${probe.stdout}`);
+
+    const { app, output } = installInto('with-prebuild', tarballPrebuilt, env);
+    assert.match(output, new RegExp(`negative-cache: using the native addon prebuilds/${platformDir}/`), output.slice(-4000));
+    const installed = path.join(app, 'node_modules', pkg.name);
+    assert.ok(!fs.existsSync(path.join(installed, 'build')), 'a build/ folder appeared: the install compiled something');
+    const res = checkScoring(app, env);
+    assert.strictEqual(res.addonFile, path.join('prebuilds', platformDir, `${pkg.name}.node`));
+  });
+
+  it('builds from source with cmake-js when there is no prebuild', function () {
+    // CUDA off keeps the build short; the CUDA part is tested where nvcc and a device exist.
+    const env = cleanEnv(process.env.PATH, { NEGATIVE_CACHE_REQUIRE_NATIVE: '1', NEGATIVE_CACHE_CMAKE_ARGS: '-DNEGCACHE_CUDA=OFF' });
+    const { app, output } = installInto('from-source', tarballSource, env);
+    assert.match(output, /no prebuilt binary for linux-x64/, output.slice(-4000));
+    assert.match(output, /negative-cache: built build\/Release\/\S+\.node/, output.slice(-4000));
+    const res = checkScoring(app, env);
+    assert.match(res.addonFile, /^build\/Release\/.+\.node$/);
+  });
+});
