@@ -560,7 +560,7 @@ export class CacheClassificationLoss implements CacheLoss {
 
   private scoreError(v: number, row: number): RangeError {
     return rangeError('scores', 'finite (check queryEmbeddings, the cached embeddings and scoreTransform)',
-      `${describe(v)} (logsumexp ${describe(v)} or a score of query row ${row})`);
+      `${describe(v)} for query row ${row}`);
   }
 
   private maskNonCandidates(matrix: Float32Array, sources: Source[], batch: number, total: number): void {
