@@ -44,6 +44,11 @@ export interface CacheUpdateInput {
 const FEATURE_DTYPES = ['float32', 'int32'];
 const STORAGES = ['float32', 'float16', 'bfloat16'];
 
+/** TypeError whose actual part is already text. */
+function typeErrorText(name: string, expected: string, actualText: string): TypeError {
+  return new TypeError(`negative-cache: ${name} must be ${expected}; got ${actualText}`);
+}
+
 function isPlainRecord(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v) && !ArrayBuffer.isView(v);
 }
@@ -52,7 +57,7 @@ function isPlainRecord(v: unknown): v is Record<string, unknown> {
 function normalizeSpecs(specs: unknown): Readonly<Specs> {
   if (!isPlainRecord(specs)) throw typeError('specs', 'an object mapping feature names to {shape, dtype, storage?}', specs);
   const keys = Object.keys(specs);
-  if (keys.length === 0) throw typeError('specs', 'an object with at least one feature', 'an empty object');
+  if (keys.length === 0) throw typeErrorText('specs', 'an object with at least one feature', 'an empty object');
   const out: Specs = {};
   for (const key of keys) {
     const s = specs[key];
@@ -135,7 +140,7 @@ export class CacheManager {
     if (initial !== undefined && initial !== null) {
       if (!isPlainRecord(initial)) throw typeError('initial', 'an object {data, age?}', initial);
       for (const k of Object.keys(initial)) {
-        if (k !== 'data' && k !== 'age') throw typeError('initial', "an object with keys 'data' and 'age'", `an object with key '${k}'`);
+        if (k !== 'data' && k !== 'age') throw typeErrorText('initial', "an object with keys 'data' and 'age'", `an object with key '${k}'`);
       }
       if (initial.data !== undefined) values = this.convertRecord('initial.data', initial.data, true, this.cacheSize).values;
       if (initial.age !== undefined) {
@@ -169,13 +174,13 @@ export class CacheManager {
   updateCache(cache: NegativeCache, update: CacheUpdateInput = {}): NegativeCache {
     const store = storeOf(cache, 'cache');
     if (cache.size !== this.cacheSize || !sameSpecs(cache.specs, this.specs)) {
-      throw typeError('cache', `a cache of this manager's layout (${this.cacheSize} rows, specs ${specsText(this.specs)})`,
+      throw typeErrorText('cache', `a cache of this manager's layout (${this.cacheSize} rows, specs ${specsText(this.specs)})`,
         `a cache of ${cache.size} rows with specs ${specsText(cache.specs)}`);
     }
     if (update === null || typeof update !== 'object') throw typeError('update', 'an object', update);
     for (const k of Object.keys(update)) {
       if (!['newItems', 'newItemsMask', 'updatedItemData', 'updatedItemIndices', 'updatedItemMask'].includes(k)) {
-        throw typeError('update', 'an object with keys newItems, newItemsMask, updatedItemData, updatedItemIndices, updatedItemMask',
+        throw typeErrorText('update', 'an object with keys newItems, newItemsMask, updatedItemData, updatedItemIndices, updatedItemMask',
           `an object with key '${k}'`);
       }
     }
@@ -257,14 +262,14 @@ export class CacheManager {
     }
     for (const k of Object.keys(record)) {
       if (!Object.prototype.hasOwnProperty.call(this.specs, k)) {
-        throw typeError(argName, `an object whose keys are among the spec keys (${Object.keys(this.specs).join(', ')})`,
+        throw typeErrorText(argName, `an object whose keys are among the spec keys (${Object.keys(this.specs).join(', ')})`,
           `an object with unknown key '${k}'`);
       }
     }
     if (allKeys) {
       for (const k of Object.keys(this.specs)) {
         if (record[k] === undefined) {
-          throw typeError(argName, `an object with every spec key (${Object.keys(this.specs).join(', ')})`, `an object without '${k}'`);
+          throw typeErrorText(argName, `an object with every spec key (${Object.keys(this.specs).join(', ')})`, `an object without '${k}'`);
         }
       }
     }

@@ -45,7 +45,7 @@ export function widthOf(shape: readonly number[]): number {
 
 /** Values of a live tensor (throws TypeError naming argName for a disposed one). */
 export function tensorValues(argName: string, t: TensorLike): ArrayLike<number> {
-  if (t.isDisposed) throw typeError(argName, 'a live tensor', 'a disposed tensor');
+  if (t.isDisposed) throw new TypeError(`negative-cache: ${argName} must be a live tensor; got a disposed tensor`);
   if (t.dtype === 'string' || t.dtype === 'complex64') throw typeError(argName, 'a numeric tensor', t);
   return t.dataSync() as ArrayLike<number>;
 }
