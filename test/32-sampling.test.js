@@ -171,4 +171,23 @@ describe('sampling: native and JS draw the same negatives', () => {
       for (const s of [js, native]) { s.a.dispose(); s.b.dispose(); }
     });
   }
+
+  it('sources of different backends are scored by the JS kernels with the same draws', function () {
+    if (!nc.availableBackends().includes('native')) this.skip();
+    const D = 8, B = 16;
+    const specs = { emb: { shape: [D], dtype: 'float32' } };
+    const ea = rand(50 * D), eb = rand(30 * D);
+    const jsA = new CacheManager(specs, 50, { backend: 'js' }).initCache({ data: { emb: ea } });
+    const jsB = new CacheManager(specs, 30, { backend: 'js' }).initCache({ data: { emb: eb } });
+    const natB = new CacheManager(specs, 30, { backend: 'native' }).initCache({ data: { emb: eb } });
+    const q = tf.tensor2d(rand(B * D), [B, D]);
+    const run = (caches) => {
+      const loss = new CacheClassificationLoss({ embeddingKey: 'emb', dataKeys: [], reducer: 'none', seed: 8, numNegatives: 3 });
+      const out = loss.compute(() => tf.zeros([B * 3, D]), q, q, caches);
+      return [Array.from(out.updatedItemIndices.a), Array.from(out.updatedItemIndices.b)];
+    };
+    assert.deepStrictEqual(run({ a: jsA, b: natB }), run({ a: jsA, b: jsB }));
+    q.dispose();
+    for (const c of [jsA, jsB, natB]) c.dispose();
+  });
 });
