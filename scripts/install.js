@@ -39,6 +39,21 @@ function tryLoad() {
   }
 }
 
+function onPath(name) {
+  if (name.includes('/')) return fs.existsSync(name);
+  return (process.env.PATH || '').split(path.delimiter).some((dir) => dir && fs.existsSync(path.join(dir, name)));
+}
+
+/** Why a source build cannot even start (missing tools), or null. */
+function missingBuildTools() {
+  const missing = [];
+  if (!onPath('cmake')) missing.push('cmake');
+  const cxx = process.env.CXX ? [process.env.CXX.split(/\s+/)[0]] : ['c++', 'g++', 'clang++'];
+  if (!cxx.some(onPath)) missing.push(`a C++ compiler (${cxx.join(', ')})`);
+  if (missing.length === 0) return null;
+  return `cannot build from source: ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not on PATH`;
+}
+
 function main() {
   const fromSourceWhy = truthy(process.env.NEGATIVE_CACHE_BUILD_FROM_SOURCE) ? 'NEGATIVE_CACHE_BUILD_FROM_SOURCE is set'
     : truthy(process.env.npm_config_build_from_source) ? '--build-from-source was given'
@@ -57,7 +72,8 @@ function main() {
     console.log(`negative-cache: building the native addon from source with cmake-js (${fromSourceWhy})`);
   }
 
-  const buildErr = cmakeJsRebuild({ outDir: buildDir });
+  const toolsErr = missingBuildTools();
+  const buildErr = toolsErr || cmakeJsRebuild({ outDir: buildDir });
   if (!buildErr) {
     const built = tryLoad();
     if (!built.error) {
@@ -66,10 +82,10 @@ function main() {
     }
     tried.push(`the source build succeeded but ${built.error}`);
   } else {
-    tried.push(`the source build failed: ${buildErr}`);
+    tried.push(toolsErr || `the source build failed: ${buildErr}`);
   }
   // Nothing half-built may shadow a prebuild at run time (build/Release wins).
-  fs.rmSync(buildDir, { recursive: true, force: true });
+  if (!toolsErr) fs.rmSync(buildDir, { recursive: true, force: true });
   if (fromSourceWhy) {
     const prebuilt = tryLoad();
     if (!prebuilt.error) {
@@ -81,7 +97,7 @@ function main() {
   const msg = `negative-cache: no native addon for ${process.platform}-${process.arch} (Node ${process.version}): ` +
     `${tried.join('; ')}. Fixes: install a C++17 compiler and CMake >= 3.18 (Debian/Ubuntu: apt-get install g++ cmake), ` +
     'then `npm rebuild negative-cache`; or use the pure-JS backend (backend: \'js\' or NEGATIVE_CACHE_BACKEND=js). ' +
-    'See docs/install.md.';
+    'See the README, section Installation.';
   if (truthy(process.env.NEGATIVE_CACHE_REQUIRE_NATIVE)) {
     console.error(msg);
     return 1;

@@ -95,7 +95,7 @@ function score(backend) {
 out.auto = score(undefined);
 out.native = score('native');
 out.js = score('js');
-console.log(JSON.stringify(out));
+console.log('CHECK-RESULT ' + JSON.stringify(out));
 `;
 
 (skip ? describe.skip : describe)('install from the packed tarball (npm pack + npm install, offline)', function () {
@@ -106,6 +106,7 @@ console.log(JSON.stringify(out));
   let noCompilerBin;    // PATH for "no compiler": node and sh only
   let tarballPrebuilt;
   let tarballSource;
+  let prebuiltFile;
 
   const npm = (args, opts) => run(process.execPath, [npmCli, ...args], opts);
 
@@ -133,9 +134,11 @@ console.log(JSON.stringify(out));
     tarballSource = path.join(tmp, 'source', `${pkg.name}-${pkg.version}.tgz`);
 
     // With the prebuild made by `npm run prebuild` (scripts/prebuild.js: prebuildify + cmake-js).
-    run(process.execPath, [path.join(root, 'scripts', 'prebuild.js'), '--out', pkgDir], { cwd: root, env, timeoutMs: 600000 });
+    run(process.execPath, [path.join(root, 'scripts', 'prebuild.js'), '--out', pkgDir, '--keep-build', path.join(tmp, 'prebuild-build')],
+      { cwd: root, env, timeoutMs: 600000 });
     const built = fs.readdirSync(path.join(pkgDir, 'prebuilds', platformDir));
     assert.deepStrictEqual(built.filter((f) => f.endsWith('.node')), [`${pkg.name}.node`]);
+    prebuiltFile = path.join(pkgDir, 'prebuilds', platformDir, `${pkg.name}.node`);
     fs.mkdirSync(path.join(tmp, 'prebuilt'));
     npm(['pack', '--ignore-scripts', '--pack-destination', path.join(tmp, 'prebuilt')], { cwd: pkgDir, env });
     tarballPrebuilt = path.join(tmp, 'prebuilt', `${pkg.name}-${pkg.version}.tgz`);
@@ -146,7 +149,7 @@ console.log(JSON.stringify(out));
   });
 
   /** A fresh app folder that depends on the tarball (and tfjs for the check); returns the install output. */
-  function installInto(name, tarball, env) {
+  function installInto(name, tarball, env, { expectFailure = false } = {}) {
     const app = path.join(tmp, name);
     fs.mkdirSync(app);
     const deps = { [pkg.name]: `file:${tarball}`, '@tensorflow/tfjs': tfjsVersion };
@@ -156,14 +159,19 @@ console.log(JSON.stringify(out));
       allowScripts: { [pkg.name]: true },
     }, null, 2));
     fs.writeFileSync(path.join(app, 'check.js'), CHECK_SCRIPT);
-    const output = npm(['install', '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'],
-      { cwd: app, env, timeoutMs: 600000 });
+    const args = [npmCli, 'install', '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'];
+    if (!expectFailure) return { app, output: run(process.execPath, args, { cwd: app, env, timeoutMs: 600000 }) };
+    const r = spawnSync(process.execPath, args, { cwd: app, env, encoding: 'utf8', timeout: 600000, maxBuffer: 64 << 20 });
+    const output = `${r.stdout}${r.stderr}`;
+    assert.notStrictEqual(r.status, 0, `npm install should have failed:\n${output.slice(-4000)}`);
     return { app, output };
   }
 
   function checkScoring(app, env) {
     const out = run(process.execPath, ['check.js'], { cwd: app, env, timeoutMs: 120000 });
-    const res = JSON.parse(out.trim().split('\n').pop());
+    const line = out.split('\n').find((l) => l.startsWith('CHECK-RESULT '));
+    assert.ok(line, `check.js printed no result:\n${out.slice(-4000)}`);
+    const res = JSON.parse(line.slice('CHECK-RESULT '.length));
     assert.ok(res.backends.includes('native'), `availableBackends() = ${JSON.stringify(res.backends)}`);
     assert.strictEqual(res.auto.backend, 'native', 'auto should select the native backend');
     assert.strictEqual(res.native.backend, 'native');
@@ -179,6 +187,39 @@ console.log(JSON.stringify(out));
     }
     return res;
   }
+
+  it('builds a prebuild that needs only glibc and libstdc++ and runs on baseline x86-64', function () {
+    const has = (tool) => spawnSync(tool, ['--version'], { encoding: 'utf8' }).status === 0;
+    if (!has('readelf') || !has('objdump')) this.skip();   // binutils come with the compiler
+    const dynamic = run('readelf', ['-d', '-W', prebuiltFile], { cwd: tmp });
+    const needed = [...dynamic.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
+    const system = /^(libc\.so\.6|libm\.so\.6|libstdc\+\+\.so\.6|libgcc_s\.so\.1|libpthread\.so\.0|libdl\.so\.2|ld-linux-x86-64\.so\.2)$/;
+    assert.ok(needed.includes('libc.so.6'), `NEEDED: ${needed}`);
+    assert.deepStrictEqual(needed.filter((lib) => !system.test(lib)), [], `NEEDED: ${needed}`);
+    assert.ok(!/\((RPATH|RUNPATH)\)/.test(dynamic), 'the prebuild carries an RPATH/RUNPATH');
+
+    // Everything but the *_avx2 kernels is baseline x86-64 (SSE2): no VEX/EVEX
+    // instruction (AVX mnemonics all start with "v"), no ymm/zmm register.
+    const objects = [];
+    const walk = (dir) => {
+      for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+        const p = path.join(dir, e.name);
+        if (e.isDirectory() && !/CompilerId/.test(e.name)) walk(p);
+        else if (e.isFile() && e.name.endsWith('.o')) objects.push(p);
+      }
+    };
+    walk(path.join(tmp, 'prebuild-build', 'build', 'CMakeFiles'));
+    assert.ok(objects.length > 0, 'no object files kept by prebuild --keep-build');
+    const avxLines = (obj) => run('objdump', ['-d', '--no-show-raw-insn', obj], { cwd: tmp })
+      .split('\n').filter((l) => /^\s*[0-9a-f]+:\s+v[a-z0-9]+\s/.test(l) || /%[yz]mm\d/.test(l));
+    let dispatched = 0;
+    for (const obj of objects) {
+      const lines = avxLines(obj);
+      if (/_avx2\.cc\.o$/.test(obj)) dispatched += lines.length;
+      else assert.deepStrictEqual(lines.slice(0, 3), [], `${path.basename(obj)} holds AVX code outside the dispatched kernels`);
+    }
+    assert.ok(dispatched > 0, 'found no AVX2 code in the *_avx2 objects (the check itself is broken?)');
+  });
 
   it('installs with no compiler or CMake on PATH and uses the prebuilt binary', function () {
     const env = cleanEnv(noCompilerBin, { NEGATIVE_CACHE_REQUIRE_NATIVE: '1' });
@@ -201,5 +242,28 @@ console.log(JSON.stringify(out));
     assert.match(output, /negative-cache: built build\/Release\/\S+\.node/, output.slice(-4000));
     const res = checkScoring(app, env);
     assert.match(res.addonFile, /^build\/Release\/.+\.node$/);
+  });
+
+  it('without a prebuild or a compiler: fails the install when native is required, else falls back to JS', function () {
+    const required = installInto('no-compiler-required', tarballSource,
+      cleanEnv(noCompilerBin, { NEGATIVE_CACHE_REQUIRE_NATIVE: '1' }), { expectFailure: true });
+    const messages = required.output.match(/negative-cache: no native addon for linux-x64[^\n]*/g) || [];
+    assert.strictEqual(messages.length, 1, `expected one failure message:\n${required.output.slice(-4000)}`);
+    assert.match(messages[0], /no prebuilt binary for linux-x64/);
+    assert.match(messages[0], /cannot build from source: cmake and a C\+\+ compiler \(c\+\+, g\+\+, clang\+\+\) are not on PATH/);
+    assert.match(messages[0], /Fixes: install a C\+\+17 compiler and CMake/);
+    assert.match(messages[0], /NEGATIVE_CACHE_BACKEND=js/);
+
+    const env = cleanEnv(noCompilerBin);
+    const fallback = installInto('no-compiler-fallback', tarballSource, env);
+    assert.match(fallback.output, /the pure-JS backend will be used/);
+    const script = "const nc = require('negative-cache');" +
+      "const m = new nc.CacheManager({ e: { shape: [2], dtype: 'float32' } }, 4);" +
+      "console.log('CHECK-RESULT ' + JSON.stringify({ backends: nc.availableBackends(), backend: m.backend }));";
+    const out = run(process.execPath, ['-e', script], { cwd: fallback.app, env, timeoutMs: 120000 });
+    const res = JSON.parse(out.split('\n').find((l) => l.startsWith('CHECK-RESULT ')).slice('CHECK-RESULT '.length));
+    assert.deepStrictEqual(res, { backends: ['js'], backend: 'js' });
+    // One warning at run time, saying what was tried and how to fix it.
+    assert.match(out, /NEGATIVE_CACHE_JS_FALLBACK.*the native addon could not be loaded.*NEGATIVE_CACHE_BUILD_FROM_SOURCE=1 npm rebuild negative-cache/);
   });
 });

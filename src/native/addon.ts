@@ -47,7 +47,22 @@ export interface NativeAddon {
   scoreMatrix(req: NativeScoreRequest, out: Float32Array): void;
   cpuFeatures(): { avx2: boolean; fma: boolean; f16c: boolean; usingAvx2: boolean };
   setForceBaseline(force: boolean): void;
-  cuda: { built: boolean; available(): boolean; deviceCount(): number; error(): string };
+  cuda: NativeCuda;
+}
+
+/** addon.cuda: availability always; the rest only when built with CUDA (binding/cuda_binding.cc). */
+export interface NativeCuda {
+  built: boolean;
+  available(): boolean;
+  deviceCount(): number;
+  error(): string;                       // why unavailable ('' when available)
+  device?(): string;
+  querySplits?(): number;                // bf16 tensor-core query terms (0-3)
+  setQuerySplits?(splits: number): void;
+  CacheStore?: new (columns: NativeColumn[], size: number) => NativeStoreHandle;  // rows in device memory
+  scoreAndSample?(req: NativeScoreRequest, params: NativeSampleParams, out: NativeSampleOut): void;
+  scoreGroupMax?(req: NativeScoreRequest, groups: number, outScores: Float32Array, outRows: Int32Array): void;
+  scoreMatrix?(req: NativeScoreRequest, out: Float32Array): void;
 }
 
 export const packageRoot = path.resolve(__dirname, '..', '..');
@@ -72,8 +87,10 @@ export function loadAddon(): NativeAddon | null {
 /** Why loadAddon() returned null, as one message naming what was tried and the fixes. */
 export function addonLoadError(): string | null {
   if (loadError === null) return null;
-  return `negative-cache: the native addon could not be loaded (looked in ${path.join(packageRoot, 'build', 'Release')} ` +
-    `and ${path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`)}): ${loadError.message.split('\n')[0]}. ` +
-    'Fixes: reinstall the package (npm rebuild negative-cache) to build from source with a C++ compiler and CMake, ' +
-    "or use backend: 'js' (NEGATIVE_CACHE_BACKEND=js).";
+  return `negative-cache: the native addon could not be loaded: ${loadError.message.split('\n')[0].trim()} ` +
+    `(looked in ${path.join(packageRoot, 'build', 'Release')} and ${path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`)}; ` +
+    'prebuilt binaries ship for linux-x64 with glibc). ' +
+    'Fixes: build it from source with a C++17 compiler and CMake >= 3.18: NEGATIVE_CACHE_BUILD_FROM_SOURCE=1 npm rebuild negative-cache ' +
+    '(if your npm skips install scripts: npm install-scripts approve negative-cache); ' +
+    "or use the pure-JS backend: backend: 'js' or NEGATIVE_CACHE_BACKEND=js. See the README, section Installation.";
 }
