@@ -253,6 +253,12 @@ export class CacheClassificationLoss implements CacheLoss {
 
   /** Number of completed compute() calls: the `call` of the next call's noise. */
   get calls(): number { return this.callCount; }
+  /** Sets the call counter (e.g. to resume a checkpointed run with the same noise sequence). */
+  set calls(value: number) {
+    if (typeof value !== 'number') throw typeError('calls', 'a non-negative safe integer', value);
+    if (!Number.isSafeInteger(value) || value < 0) throw rangeError('calls', 'a non-negative safe integer', describe(value));
+    this.callCount = value;
+  }
 
   compute(docNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posDocEmbeddings: tf.Tensor2D,
           caches: NegativeCache | Record<string, NegativeCache>): CacheLossReturn {
@@ -326,7 +332,7 @@ export class CacheClassificationLoss implements CacheLoss {
       }
       const out: { [name: string]: Record<string, tf.Tensor> } = {};
       if (gathered === null) {
-        const zeros = tf.zeros([slots, dim]);
+        const zeros = tf.zeros([slots, ...embeddingShape]);
         for (const s of sources) out[s.name] = { [this.embeddingKey]: sources.length === 1 ? zeros : tf.clone(zeros) };
         return {
           trainingLoss: this.reduce(tf.mul(sPos, 0), 'trainingLoss'),

@@ -122,6 +122,10 @@ for (const backend of nc.availableBackends()) {
       // Same seed on a new loss object: the same sequence.
       const again = new CacheClassificationLoss({ embeddingKey: 'emb', dataKeys: ['id'], reducer: 'none', seed, numNegatives: k, retrievalFn: new GumbelMaxRetrievalFn({ invTemp }) });
       assert.deepStrictEqual(Array.from(again.compute(docNetwork, q, q, cache).updatedItemIndices.cache), got[0]);
+      // Resuming at call 2 (loss.calls is settable) replays that call's draws.
+      again.calls = 2;
+      assert.deepStrictEqual(Array.from(again.compute(docNetwork, q, q, cache).updatedItemIndices.cache), got[2]);
+      assert.throws(() => { again.calls = -1; }, RangeError);
       // Another seed: other draws.
       const other = new CacheClassificationLoss({ embeddingKey: 'emb', dataKeys: ['id'], reducer: 'none', seed: seed + 1, numNegatives: k, retrievalFn: new GumbelMaxRetrievalFn({ invTemp }) });
       assert.notDeepStrictEqual(Array.from(other.compute(docNetwork, q, q, cache).updatedItemIndices.cache), got[0]);
