@@ -159,18 +159,44 @@ function forEachTile(req: ScoreRequest, segments: Segment[],
   }
 }
 
-/** q[qOff .. qOff+dim) . tile[eOff .. eOff+dim) in float64. */
-function dot(q: Float32Array, qOff: number, tile: Float32Array, eOff: number, dim: number): number {
-  let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  let i = 0;
-  for (; i + 3 < dim; i += 4) {
-    a0 += q[qOff + i] * tile[eOff + i];
-    a1 += q[qOff + i + 1] * tile[eOff + i + 1];
-    a2 += q[qOff + i + 2] * tile[eOff + i + 2];
-    a3 += q[qOff + i + 3] * tile[eOff + i + 3];
+/**
+ * out[b * rows + r] = q_b . tile_r in float64 for every query and tile row
+ * (skipping rows that are not candidates). Four queries share each load of a
+ * tile row; every dot product sums in index order whatever the blocking, so a
+ * score does not depend on the query's position in the batch.
+ */
+function tileDots(q: Float32Array, batch: number, dim: number, tile: Float32Array, rows: number,
+                  filled: Uint8Array | null, fStart: number, out: Float64Array): void {
+  let b = 0;
+  for (; b + 3 < batch; b += 4) {
+    const o0 = b * dim, o1 = o0 + dim, o2 = o1 + dim, o3 = o2 + dim;
+    for (let r = 0; r < rows; r++) {
+      if (filled !== null && filled[fStart + r] === 0) continue;
+      const e0 = r * dim;
+      let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      for (let i = 0; i < dim; i++) {
+        const e = tile[e0 + i];
+        a0 += q[o0 + i] * e;
+        a1 += q[o1 + i] * e;
+        a2 += q[o2 + i] * e;
+        a3 += q[o3 + i] * e;
+      }
+      out[b * rows + r] = a0;
+      out[(b + 1) * rows + r] = a1;
+      out[(b + 2) * rows + r] = a2;
+      out[(b + 3) * rows + r] = a3;
+    }
   }
-  for (; i < dim; i++) a0 += q[qOff + i] * tile[eOff + i];
-  return (a0 + a1) + (a2 + a3);
+  for (; b < batch; b++) {
+    const o0 = b * dim;
+    for (let r = 0; r < rows; r++) {
+      if (filled !== null && filled[fStart + r] === 0) continue;
+      const e0 = r * dim;
+      let a0 = 0;
+      for (let i = 0; i < dim; i++) a0 += q[o0 + i] * tile[e0 + i];
+      out[b * rows + r] = a0;
+    }
+  }
 }
 
 // ---------------------------------------------------------------- sampler state
@@ -300,13 +326,14 @@ function scoreAndSample(req: ScoreRequest, params: SampleParams): SampleResult {
   const { batch, dim, queries } = req;
   const scale = req.scale;
   const sampler = new Sampler(batch, params);
+  const dots = new Float64Array(batch * TILE_ROWS);
   forEachTile(req, segments, (tile, start, rows, filled, fStart) => {
+    tileDots(queries, batch, dim, tile, rows, filled, fStart, dots);
     for (let b = 0; b < batch; b++) {
-      const qOff = b * dim;
+      const dOff = b * rows;
       for (let r = 0; r < rows; r++) {
         if (filled !== null && filled[fStart + r] === 0) continue;
-        const s = Math.fround(scale * dot(queries, qOff, tile, r * dim, dim));
-        sampler.offer(b, start + r, s);
+        sampler.offer(b, start + r, Math.fround(scale * dots[dOff + r]));
       }
     }
   });
@@ -322,17 +349,19 @@ function scoreGroupMax(req: ScoreRequest, groups: number): GroupMaxResult {
   // Group of each global row, walked incrementally: group g = [floor(gN/K), floor((g+1)N/K)).
   const groupStart = new Float64Array(groups + 1);
   for (let g = 0; g <= groups; g++) groupStart[g] = Math.floor((g * total) / groups);
+  const dots = new Float64Array(batch * TILE_ROWS);
   forEachTile(req, segments, (tile, start, rows, filled, fStart) => {
+    tileDots(queries, batch, dim, tile, rows, filled, fStart, dots);
     let g0 = 0;
     while (groupStart[g0 + 1] <= start) g0++;
     for (let b = 0; b < batch; b++) {
-      const qOff = b * dim;
+      const dOff = b * rows;
       let g = g0;
       for (let r = 0; r < rows; r++) {
         const j = start + r;
         while (groupStart[g + 1] <= j) g++;
         if (filled !== null && filled[fStart + r] === 0) continue;
-        const s = Math.fround(scale * dot(queries, qOff, tile, r * dim, dim));
+        const s = Math.fround(scale * dots[dOff + r]);
         const o = b * groups + g;
         const cur = scores[o];
         if (cur !== cur) continue;                 // a NaN stays (the caller rejects it)
@@ -364,12 +393,14 @@ function scoreMatrix(req: ScoreRequest): Float32Array {
   const { batch, dim, queries } = req;
   const scale = req.scale;
   const out = new Float32Array(batch * total).fill(-Infinity);
+  const dots = new Float64Array(batch * TILE_ROWS);
   forEachTile(req, segments, (tile, start, rows, filled, fStart) => {
+    tileDots(queries, batch, dim, tile, rows, filled, fStart, dots);
     for (let b = 0; b < batch; b++) {
-      const qOff = b * dim, oOff = b * total + start;
+      const dOff = b * rows, oOff = b * total + start;
       for (let r = 0; r < rows; r++) {
         if (filled !== null && filled[fStart + r] === 0) continue;
-        out[oOff + r] = scale * dot(queries, qOff, tile, r * dim, dim);
+        out[oOff + r] = scale * dots[dOff + r];
       }
     }
   });
