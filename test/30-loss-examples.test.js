@@ -191,15 +191,31 @@ for (const backend of nc.availableBackends()) {
       const rng = mulberry(3);
       const E = Array.from({ length: 40 }, () => [rng() * 2 - 1, rng() * 2 - 1]);
       const Qv = Array.from({ length: 5 }, () => [rng() * 2 - 1, rng() * 2 - 1]);
-      for (const topK of [undefined, 7]) {
-        const run = (t) => {
-          const loss = new CacheClassificationLoss({ embeddingKey: 'emb', dataKeys: ['data'], reducer: 'none', scoreTransform: t, seed: 99, topK, numNegatives: 2 });
-          return loss.compute(docNetwork, tf.tensor2d(Qv), tf.tensor2d(Qv), filledCache(E));
-        };
-        const a = run(3), b = run((x) => tf.mul(x, 3));
-        assert.deepStrictEqual(Array.from(b.updatedItemIndices.cache), Array.from(a.updatedItemIndices.cache), `topK ${topK}`);
-        close(b.trainingLoss.dataSync(), a.trainingLoss.dataSync(), 1e-5, 'trainingLoss');
-        close(b.interpretableLoss.dataSync(), a.interpretableLoss.dataSync(), 1e-5, 'interpretableLoss');
+      // A cache of 50 rows with the 40 above inserted (10 never-filled rows).
+      const partly = make(50);
+      new CacheManager(specs, 50, { backend }).updateCache(partly, { newItems: { emb: E, data: E, id: E.map((_, j) => [j]) } });
+      const retrievals = [
+        ['Gumbel', () => undefined, 2],
+        ['MaxScore', () => new MaxScoreRetrievalFn(), 2],
+        ['custom', () => (s) => tf.argMax(s, 1), 1],
+      ];
+      for (const cache of [filledCache(E), partly]) {
+        for (const [name, retrievalFn, numNegatives] of retrievals) {
+          for (const topK of [undefined, 7]) {
+            const run = (t) => {
+              const loss = new CacheClassificationLoss({
+                embeddingKey: 'emb', dataKeys: ['data'], reducer: 'none', scoreTransform: t, seed: 99, topK, numNegatives, retrievalFn: retrievalFn(),
+              });
+              return loss.compute(docNetwork, tf.tensor2d(Qv), tf.tensor2d(Qv), cache);
+            };
+            const a = run(3), b = run((x) => tf.mul(x, 3));
+            const what = `${name}, topK ${topK}, ${cache === partly ? 'partly filled' : 'full'}`;
+            assert.deepStrictEqual(Array.from(b.updatedItemIndices.cache), Array.from(a.updatedItemIndices.cache), what);
+            assert.ok(Array.from(a.updatedItemIndices.cache).every((j) => j >= 0 && j < 40), `${what}: drew an empty row`);
+            close(b.trainingLoss.dataSync(), a.trainingLoss.dataSync(), 1e-5, `trainingLoss (${what})`);
+            close(b.interpretableLoss.dataSync(), a.interpretableLoss.dataSync(), 1e-5, `interpretableLoss (${what})`);
+          }
+        }
       }
       // a nonlinear transform: p_pos from t(S) by hand
       const tfn = (x) => tf.tanh(x);
