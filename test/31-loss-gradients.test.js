@@ -87,6 +87,26 @@ for (const backend of nc.availableBackends()) {
       });
     }
 
+    it('draws that do not exist (fewer candidates than k) drop out of the gradient', () => {
+      const pr = problem(31);
+      const cache = new CacheManager(specs, N, { backend }).initCache();
+      new CacheManager(specs, N, { backend }).updateCache(cache, { newItems: { emb: pr.E.slice(0, 2 * D), x: pr.X.slice(0, 2 * F) } });
+      const q = tf.variable(tf.tensor2d(pr.q, [B, D]));
+      const W = tf.variable(tf.tensor2d(pr.W, [F, D]));
+      const p = tf.tensor2d(pr.p, [B, D]);
+      const grad = (k) => tf.variableGrads(() => new CacheClassificationLoss({ embeddingKey: 'emb', dataKeys: ['x'], numNegatives: k, seed: 3 })
+        .compute((d) => tf.matMul(d.x, W), q, p, cache).trainingLoss, [q, W]);
+      // 2 candidates: k = 3 draws both plus one missing draw, k = 2 draws both.
+      const a = grad(3), b = grad(2);
+      for (const v of [q, W]) {
+        const x = a.grads[v.name].dataSync(), y = b.grads[v.name].dataSync();
+        for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i] - y[i]) < 1e-6, `${v.name}[${i}]: ${x[i]} vs ${y[i]}`);
+      }
+      assert.ok(Math.abs(a.value.dataSync()[0] - b.value.dataSync()[0]) < 1e-6);
+      cache.dispose();
+      tf.dispose([q, W, p, a.value, a.grads, b.value, b.grads]);
+    });
+
     it('averaged over the softmax of the cache, equals the full cross-entropy gradient (fresh cache)', () => {
       const pr = problem(77);
       const W = tf.variable(tf.tensor2d(pr.W, [F, D]));
