@@ -3,6 +3,7 @@
 // here before native code sees a pointer (TypeScript validates too; this is
 // the check that protects memory).
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -31,7 +32,15 @@ std::string Describe(const Napi::Value& v) {
     return std::string("a ") + (k >= 0 && k < 11 ? names[k] : "typed array") + " of length " +
            std::to_string(t.ElementLength());
   }
-  if (v.IsNumber()) return std::to_string(v.As<Napi::Number>().DoubleValue());
+  if (v.IsNumber()) {
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (std::isfinite(d) && std::floor(d) == d && std::fabs(d) < 9.007199254740992e15)
+      return std::to_string(static_cast<int64_t>(d));
+    if (std::isnan(d)) return "NaN";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", d);
+    return buf;
+  }
   if (v.IsArray()) return "an array";
   if (v.IsObject()) return "an object";
   return "a " + std::string(v.IsString() ? "string" : v.IsBoolean() ? "boolean" : "value");
