@@ -112,51 +112,50 @@ void convertRowBase(const void* src, int32_t storage, int64_t n, float* dst) {
   }
 }
 
-void gemmTileBase(const float* qt, int64_t bpad, int64_t dim, const float* const* rows,
-                  int64_t nrows, float scale, float* sb) {
+void gemmBlockBase(const float* q, int64_t dim, const float* const* rows, int64_t nrows, float scale,
+                   float* sb) {
   for (int64_t r = 0; r < nrows; ++r) {
     const float* e = rows[r];
-    for (int64_t qb = 0; qb < bpad; qb += kQueryBlock) {
-      const float* q = qt + qb * dim;
-      float acc[kQueryBlock];
-      for (int k = 0; k < kQueryBlock; ++k) acc[k] = 0.0f;
-      for (int64_t d = 0; d < dim; ++d) {
-        const float ed = e[d];
-        const float* qd = q + d * kQueryBlock;
-        for (int k = 0; k < kQueryBlock; ++k) acc[k] += ed * qd[k];
-      }
-      float* out = sb + r * bpad + qb;
-      for (int k = 0; k < kQueryBlock; ++k) out[k] = scale * acc[k];
+    float acc[kQueryBlock];
+    for (int k = 0; k < kQueryBlock; ++k) acc[k] = 0.0f;
+    for (int64_t d = 0; d < dim; ++d) {
+      const float ed = e[d];
+      const float* qd = q + d * kQueryBlock;
+      for (int k = 0; k < kQueryBlock; ++k) acc[k] += ed * qd[k];
     }
+    float* out = sb + r * kQueryBlock;
+    for (int k = 0; k < kQueryBlock; ++k) out[k] = scale * acc[k];
   }
 }
 
 void sampleTileBase(const SampleTile* t) {
-  const int64_t nrows = t->nrows, bpad = t->bpad;
-  for (int64_t b = 0; b < t->batch; ++b) {
+  const int64_t nrows = t->nrows;
+  for (int64_t i = 0; i < t->qcount; ++i) {
+    const int64_t b = t->qbase + i;
+    const float* col = t->sb + i;
     // Logsumexp partial of the chunk.
     float m = -kInfF;
-    for (int64_t r = 0; r < nrows; ++r) m = std::max(m, t->sb[r * bpad + b]);
-    float M = t->lseMax[b];
-    double sum = t->lseSum[b];
+    for (int64_t r = 0; r < nrows; ++r) m = std::max(m, col[r * kQueryBlock]);
+    float M = t->lseMax[i];
+    double sum = t->lseSum[i];
     if (m > M) {
       sum *= std::exp(static_cast<double>(M) - m);
       M = m;
     }
     if (M > -kInfF) {
       float tileSum = 0.0f;
-      for (int64_t r = 0; r < nrows; ++r) tileSum += std::exp(t->sb[r * bpad + b] - M);
+      for (int64_t r = 0; r < nrows; ++r) tileSum += std::exp(col[r * kQueryBlock] - M);
       sum += tileSum;
     }
-    t->lseMax[b] = M;
-    t->lseSum[b] = sum;
+    t->lseMax[i] = M;
+    t->lseSum[i] = sum;
     if (t->mode == 2) continue;
     // Draws.
     TopK* tk = t->topk;
     double T = tk->thresh[b];
     if (t->mode == 1) {
       for (int64_t r = 0; r < nrows; ++r) {
-        const float s = t->sb[r * bpad + b];
+        const float s = col[r * kQueryBlock];
         if (!(static_cast<double>(s) < T)) T = offerDraw(tk, b, t->rowIdx[r], s, s);
       }
       continue;
@@ -165,7 +164,7 @@ void sampleTileBase(const SampleTile* t) {
     bool haveBlock = false;
     Philox4x32 words{};
     for (int64_t r = 0; r < nrows; ++r) {
-      const float s = t->sb[r * bpad + b];
+      const float s = col[r * kQueryBlock];
       const double d = t->invTempD * s;
       const double margin = filterMargin(T);
       if (d + kGumbelMax + margin < T) continue;
@@ -189,21 +188,21 @@ void sampleTileBase(const SampleTile* t) {
 
 void groupMaxTileBase(const GroupTile* t) {
   for (int64_t r = 0; r < t->nrows; ++r) {
-    const float* s = t->sb + r * t->bpad;
+    const float* s = t->sb + r * kQueryBlock;
     const int64_t g = t->rowGroup[r];
     float* gm = t->gmax + g * t->bpad;
     int32_t* gi = t->gidx + g * t->bpad;
     const int32_t j = t->rowIdx[r];
-    for (int64_t b = 0; b < t->batch; ++b) {
-      if (s[b] > gm[b]) {
-        gm[b] = s[b];
-        gi[b] = j;
+    for (int64_t i = 0; i < kQueryBlock; ++i) {
+      if (s[i] > gm[i]) {
+        gm[i] = s[i];
+        gi[i] = j;
       }
     }
   }
 }
 
-const IsaOps kBaselineOps = {convertRowBase, gemmTileBase, sampleTileBase, groupMaxTileBase};
+const IsaOps kBaselineOps = {convertRowBase, gemmBlockBase, sampleTileBase, groupMaxTileBase};
 
 const IsaOps& currentOps() {
   if (usingAvx2()) return *avx2Ops();
@@ -340,12 +339,12 @@ int64_t chunkRowsFor(int64_t n) {
 /// Per-thread scratch of the tile loop.
 struct Scratch {
   std::vector<float> rowbuf;   // kTileRows x dim (converted half rows)
-  std::vector<float> sb;       // kTileRows x bpad scores
+  std::vector<float> sb;       // kTileRows x kQueryBlock scores
   std::vector<const float*> rowPtr;
   std::vector<int32_t> rowIdx, rowGroup;
   void init(const Prepared& p) {
     rowbuf.resize(static_cast<size_t>(kTileRows * p.dim));
-    sb.resize(static_cast<size_t>(kTileRows * p.bpad));
+    sb.resize(static_cast<size_t>(kTileRows * kQueryBlock));
     rowPtr.resize(kTileRows);
     rowIdx.resize(kTileRows);
     rowGroup.resize(kTileRows);
@@ -353,16 +352,19 @@ struct Scratch {
 };
 
 /// Walks global rows [begin, end) in order, gathers candidate rows into tiles
-/// and calls onTile(nrows) after scoring each tile into sc.sb.
+/// and, per block of kQueryBlock queries, scores the tile into sc.sb and calls
+/// onBlock(nrows, qbase).
 template <typename OnTile>
 void forEachTile(const Prepared& p, const IsaOps& ops, bool allRows, int64_t begin, int64_t end,
-                 Scratch& sc, OnTile&& onTile) {
+                 Scratch& sc, OnTile&& onBlock) {
   const ScoreRequest& req = *p.req;
   int64_t nrows = 0;
   auto flush = [&] {
     if (nrows == 0) return;
-    ops.gemmTile(p.qt.data(), p.bpad, p.dim, sc.rowPtr.data(), nrows, req.scale, sc.sb.data());
-    onTile(nrows);
+    for (int64_t qb = 0; qb < p.bpad; qb += kQueryBlock) {
+      ops.gemmBlock(p.qt.data() + qb * p.dim, p.dim, sc.rowPtr.data(), nrows, req.scale, sc.sb.data());
+      onBlock(nrows, qb);
+    }
     nrows = 0;
   };
   size_t seg = static_cast<size_t>(
@@ -512,19 +514,19 @@ void sampleChunk(void* ctx, int64_t c, int slot) {
   Scratch& sc = job.scratch[slot];
   SampleTile t{};
   t.sb = sc.sb.data();
-  t.bpad = p.bpad;
-  t.batch = p.batch;
   t.rowIdx = sc.rowIdx.data();
   t.mode = static_cast<int32_t>(job.params.mode);
   t.invTemp = static_cast<float>(job.params.invTemp);
   t.invTempD = job.params.invTemp;
   t.key = makeKey(job.params);
-  t.lseMax = job.lseMax.data() + c * p.bpad;
-  t.lseSum = job.lseSum.data() + c * p.bpad;
   t.topk = job.topk.empty() ? nullptr : &job.topk[slot].view;
   const int64_t begin = c * job.chunkRows, end = std::min(p.n, begin + job.chunkRows);
-  forEachTile(p, *job.ops, false, begin, end, sc, [&](int64_t nrows) {
+  forEachTile(p, *job.ops, false, begin, end, sc, [&](int64_t nrows, int64_t qb) {
     t.nrows = nrows;
+    t.qbase = qb;
+    t.qcount = std::min(kQueryBlock, p.batch - qb);
+    t.lseMax = job.lseMax.data() + c * p.bpad + qb;
+    t.lseSum = job.lseSum.data() + c * p.bpad + qb;
     job.ops->sampleTile(&t);
   });
 }
@@ -561,20 +563,21 @@ void groupChunk(void* ctx, int64_t c, int slot) {
   GroupTile t{};
   t.sb = sc.sb.data();
   t.bpad = p.bpad;
-  t.batch = p.batch;
   t.rowIdx = sc.rowIdx.data();
   t.rowGroup = sc.rowGroup.data();
-  t.gmax = gm.data();
-  t.gidx = gi.data();
   const int64_t begin = groupStart(g0, p.n, job.groups), end = groupStart(g1, p.n, job.groups);
   int64_t g = g0;  // group of the next row (rows arrive in increasing order)
-  forEachTile(p, *job.ops, false, begin, end, sc, [&](int64_t nrows) {
-    for (int64_t r = 0; r < nrows; ++r) {
-      const int64_t j = sc.rowIdx[r];
-      while (groupStart(g + 1, p.n, job.groups) <= j) ++g;
-      sc.rowGroup[r] = static_cast<int32_t>(g - g0);
+  forEachTile(p, *job.ops, false, begin, end, sc, [&](int64_t nrows, int64_t qb) {
+    if (qb == 0) {
+      for (int64_t r = 0; r < nrows; ++r) {
+        const int64_t j = sc.rowIdx[r];
+        while (groupStart(g + 1, p.n, job.groups) <= j) ++g;
+        sc.rowGroup[r] = static_cast<int32_t>(g - g0);
+      }
     }
     t.nrows = nrows;
+    t.gmax = gm.data() + qb;
+    t.gidx = gi.data() + qb;
     job.ops->groupMaxTile(&t);
   });
   for (int64_t b = 0; b < p.batch; ++b) {
@@ -601,10 +604,11 @@ void matrixChunk(void* ctx, int64_t c, int slot) {
   const Prepared& p = *job.p;
   Scratch& sc = job.scratch[slot];
   const int64_t begin = c * job.chunkRows, end = std::min(p.n, begin + job.chunkRows);
-  forEachTile(p, *job.ops, true, begin, end, sc, [&](int64_t nrows) {
+  forEachTile(p, *job.ops, true, begin, end, sc, [&](int64_t nrows, int64_t qb) {
+    const int64_t qn = std::min(kQueryBlock, p.batch - qb);
     for (int64_t r = 0; r < nrows; ++r) {
       const int64_t j = sc.rowIdx[r];
-      for (int64_t b = 0; b < p.batch; ++b) job.out[b * p.n + j] = sc.sb[r * p.bpad + b];
+      for (int64_t i = 0; i < qn; ++i) job.out[(qb + i) * p.n + j] = sc.sb[r * kQueryBlock + i];
     }
   });
 }

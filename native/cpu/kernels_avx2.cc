@@ -43,8 +43,8 @@ void convertRowAvx2(const void* src, int32_t storage, int64_t n, float* dst) {
 
 // --- GEMM: 6 cache rows x 16 queries micro-kernel ----------------------------
 
-void gemmTileAvx2(const float* qt, int64_t bpad, int64_t dim, const float* const* rows,
-                  int64_t nrows, float scale, float* sb) {
+void gemmBlockAvx2(const float* q, int64_t dim, const float* const* rows, int64_t nrows, float scale,
+                   float* sb) {
   const __m256 vscale = _mm256_set1_ps(scale);
   for (int64_t rg = 0; rg < nrows; rg += 6) {
     const int64_t valid = nrows - rg < 6 ? nrows - rg : 6;
@@ -54,60 +54,47 @@ void gemmTileAvx2(const float* qt, int64_t bpad, int64_t dim, const float* const
     const float* r3 = rows[rg + (valid > 3 ? 3 : 0)];
     const float* r4 = rows[rg + (valid > 4 ? 4 : 0)];
     const float* r5 = rows[rg + (valid > 5 ? 5 : 0)];
-    for (int64_t qb = 0; qb < bpad; qb += 16) {
-      const float* q = qt + qb * dim;
-      __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-      __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-      __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-      __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-      __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-      __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-      for (int64_t d = 0; d < dim; ++d) {
-        const __m256 a0 = _mm256_loadu_ps(q + d * 16);
-        const __m256 a1 = _mm256_loadu_ps(q + d * 16 + 8);
-        __m256 e = _mm256_broadcast_ss(r0 + d);
-        c00 = _mm256_fmadd_ps(e, a0, c00);
-        c01 = _mm256_fmadd_ps(e, a1, c01);
-        e = _mm256_broadcast_ss(r1 + d);
-        c10 = _mm256_fmadd_ps(e, a0, c10);
-        c11 = _mm256_fmadd_ps(e, a1, c11);
-        e = _mm256_broadcast_ss(r2 + d);
-        c20 = _mm256_fmadd_ps(e, a0, c20);
-        c21 = _mm256_fmadd_ps(e, a1, c21);
-        e = _mm256_broadcast_ss(r3 + d);
-        c30 = _mm256_fmadd_ps(e, a0, c30);
-        c31 = _mm256_fmadd_ps(e, a1, c31);
-        e = _mm256_broadcast_ss(r4 + d);
-        c40 = _mm256_fmadd_ps(e, a0, c40);
-        c41 = _mm256_fmadd_ps(e, a1, c41);
-        e = _mm256_broadcast_ss(r5 + d);
-        c50 = _mm256_fmadd_ps(e, a0, c50);
-        c51 = _mm256_fmadd_ps(e, a1, c51);
-      }
-      float* o = sb + rg * bpad + qb;
-      _mm256_storeu_ps(o, _mm256_mul_ps(c00, vscale));
-      _mm256_storeu_ps(o + 8, _mm256_mul_ps(c01, vscale));
-      if (valid > 1) {
-        _mm256_storeu_ps(o + bpad, _mm256_mul_ps(c10, vscale));
-        _mm256_storeu_ps(o + bpad + 8, _mm256_mul_ps(c11, vscale));
-      }
-      if (valid > 2) {
-        _mm256_storeu_ps(o + 2 * bpad, _mm256_mul_ps(c20, vscale));
-        _mm256_storeu_ps(o + 2 * bpad + 8, _mm256_mul_ps(c21, vscale));
-      }
-      if (valid > 3) {
-        _mm256_storeu_ps(o + 3 * bpad, _mm256_mul_ps(c30, vscale));
-        _mm256_storeu_ps(o + 3 * bpad + 8, _mm256_mul_ps(c31, vscale));
-      }
-      if (valid > 4) {
-        _mm256_storeu_ps(o + 4 * bpad, _mm256_mul_ps(c40, vscale));
-        _mm256_storeu_ps(o + 4 * bpad + 8, _mm256_mul_ps(c41, vscale));
-      }
-      if (valid > 5) {
-        _mm256_storeu_ps(o + 5 * bpad, _mm256_mul_ps(c50, vscale));
-        _mm256_storeu_ps(o + 5 * bpad + 8, _mm256_mul_ps(c51, vscale));
-      }
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    for (int64_t d = 0; d < dim; ++d) {
+      const __m256 a0 = _mm256_loadu_ps(q + d * 16);
+      const __m256 a1 = _mm256_loadu_ps(q + d * 16 + 8);
+      __m256 e = _mm256_broadcast_ss(r0 + d);
+      c00 = _mm256_fmadd_ps(e, a0, c00);
+      c01 = _mm256_fmadd_ps(e, a1, c01);
+      e = _mm256_broadcast_ss(r1 + d);
+      c10 = _mm256_fmadd_ps(e, a0, c10);
+      c11 = _mm256_fmadd_ps(e, a1, c11);
+      e = _mm256_broadcast_ss(r2 + d);
+      c20 = _mm256_fmadd_ps(e, a0, c20);
+      c21 = _mm256_fmadd_ps(e, a1, c21);
+      e = _mm256_broadcast_ss(r3 + d);
+      c30 = _mm256_fmadd_ps(e, a0, c30);
+      c31 = _mm256_fmadd_ps(e, a1, c31);
+      e = _mm256_broadcast_ss(r4 + d);
+      c40 = _mm256_fmadd_ps(e, a0, c40);
+      c41 = _mm256_fmadd_ps(e, a1, c41);
+      e = _mm256_broadcast_ss(r5 + d);
+      c50 = _mm256_fmadd_ps(e, a0, c50);
+      c51 = _mm256_fmadd_ps(e, a1, c51);
     }
+    float* o = sb + rg * 16;
+    _mm256_storeu_ps(o, _mm256_mul_ps(c00, vscale));
+    _mm256_storeu_ps(o + 8, _mm256_mul_ps(c01, vscale));
+    _mm256_storeu_ps(o + 16, _mm256_mul_ps(c10, vscale));
+    _mm256_storeu_ps(o + 24, _mm256_mul_ps(c11, vscale));
+    _mm256_storeu_ps(o + 32, _mm256_mul_ps(c20, vscale));
+    _mm256_storeu_ps(o + 40, _mm256_mul_ps(c21, vscale));
+    _mm256_storeu_ps(o + 48, _mm256_mul_ps(c30, vscale));
+    _mm256_storeu_ps(o + 56, _mm256_mul_ps(c31, vscale));
+    _mm256_storeu_ps(o + 64, _mm256_mul_ps(c40, vscale));
+    _mm256_storeu_ps(o + 72, _mm256_mul_ps(c41, vscale));
+    _mm256_storeu_ps(o + 80, _mm256_mul_ps(c50, vscale));
+    _mm256_storeu_ps(o + 88, _mm256_mul_ps(c51, vscale));
   }
 }
 
@@ -191,43 +178,44 @@ LaneThresholds loadThresholds(const double* thresh, int64_t b0, int64_t valid) {
 }
 
 void sampleTileAvx2(const SampleTile* t) {
-  const int64_t nrows = t->nrows, bpad = t->bpad;
-  const float* sb = t->sb;
+  const int64_t nrows = t->nrows, bpad = 16;
   const __m256 invTemp = _mm256_set1_ps(t->invTemp);
-  for (int64_t b0 = 0; b0 < t->batch; b0 += 8) {
+  for (int64_t h = 0; h < t->qcount; h += 8) {
+    const float* sb = t->sb + h;  // this half of the block
+    const int64_t b0 = t->qbase + h;
     // Logsumexp partial (padded lanes are computed and ignored).
     __m256 m = _mm256_set1_ps(-__builtin_inff());
-    for (int64_t r = 0; r < nrows; ++r) m = _mm256_max_ps(m, _mm256_loadu_ps(sb + r * bpad + b0));
-    const __m256 oldM = _mm256_loadu_ps(t->lseMax + b0);
+    for (int64_t r = 0; r < nrows; ++r) m = _mm256_max_ps(m, _mm256_loadu_ps(sb + r * bpad));
+    const __m256 oldM = _mm256_loadu_ps(t->lseMax + h);
     const __m256 newM = _mm256_max_ps(oldM, m);
     const __m256 rescale = exp256(_mm256_sub_ps(oldM, newM));
     __m256 sum = _mm256_setzero_ps();
     for (int64_t r = 0; r < nrows; ++r)
-      sum = _mm256_add_ps(sum, exp256(_mm256_sub_ps(_mm256_loadu_ps(sb + r * bpad + b0), newM)));
-    __m256d s0 = _mm256_loadu_pd(t->lseSum + b0), s1 = _mm256_loadu_pd(t->lseSum + b0 + 4);
+      sum = _mm256_add_ps(sum, exp256(_mm256_sub_ps(_mm256_loadu_ps(sb + r * bpad), newM)));
+    __m256d s0 = _mm256_loadu_pd(t->lseSum + h), s1 = _mm256_loadu_pd(t->lseSum + h + 4);
     s0 = _mm256_fmadd_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(rescale)),
                          _mm256_cvtps_pd(_mm256_castps256_ps128(sum)));
     s1 = _mm256_fmadd_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(rescale, 1)),
                          _mm256_cvtps_pd(_mm256_extractf128_ps(sum, 1)));
-    _mm256_storeu_pd(t->lseSum + b0, s0);
-    _mm256_storeu_pd(t->lseSum + b0 + 4, s1);
-    _mm256_storeu_ps(t->lseMax + b0, newM);
+    _mm256_storeu_pd(t->lseSum + h, s0);
+    _mm256_storeu_pd(t->lseSum + h + 4, s1);
+    _mm256_storeu_ps(t->lseMax + h, newM);
     if (t->mode == 2) continue;
 
     // Draws: a cheap vector filter, exact float64 decisions for survivors.
     TopK* tk = t->topk;
-    const int64_t valid = t->batch - b0 < 8 ? t->batch - b0 : 8;
+    const int64_t valid = t->qcount - h < 8 ? t->qcount - h : 8;
     const int validMask = (1 << valid) - 1;
     LaneThresholds th = loadThresholds(tk->thresh, b0, valid);
     if (t->mode == 1) {
       for (int64_t r = 0; r < nrows; ++r) {
-        const __m256 s = _mm256_loadu_ps(sb + r * bpad + b0);
+        const __m256 s = _mm256_loadu_ps(sb + r * bpad);
         int bits = _mm256_movemask_ps(_mm256_cmp_ps(s, th.t, _CMP_GE_OQ)) & validMask;
         if (bits == 0) continue;
         while (bits) {
           const int l = __builtin_ctz(bits);
           bits &= bits - 1;
-          const float sv = sb[r * bpad + b0 + l];
+          const float sv = sb[r * bpad + l];
           offerDraw(tk, b0 + l, t->rowIdx[r], sv, static_cast<double>(sv));
         }
         th = loadThresholds(tk->thresh, b0, valid);
@@ -239,7 +227,7 @@ void sampleTileAvx2(const SampleTile* t) {
     __m256i words[4];
     const __m256 twoM31 = _mm256_set1_ps(4.656612873077392578125e-10f);  // 2^-31
     for (int64_t r = 0; r < nrows; ++r) {
-      const __m256 s = _mm256_loadu_ps(sb + r * bpad + b0);
+      const __m256 s = _mm256_loadu_ps(sb + r * bpad);
       const __m256 d = _mm256_mul_ps(s, invTemp);
       const int pass = _mm256_movemask_ps(_mm256_cmp_ps(d, th.low, _CMP_GE_OQ)) & validMask;
       if (pass == 0) continue;
@@ -262,7 +250,7 @@ void sampleTileAvx2(const SampleTile* t) {
       while (bits) {
         const int l = __builtin_ctz(bits);
         bits &= bits - 1;
-        offerGumbel(tk, b0 + l, static_cast<int32_t>(j), sb[r * bpad + b0 + l], t->invTempD, wl[l]);
+        offerGumbel(tk, b0 + l, static_cast<int32_t>(j), sb[r * bpad + l], t->invTempD, wl[l]);
       }
       th = loadThresholds(tk->thresh, b0, valid);
     }
@@ -274,11 +262,11 @@ void sampleTileAvx2(const SampleTile* t) {
 void groupMaxTileAvx2(const GroupTile* t) {
   const int64_t bpad = t->bpad;
   for (int64_t r = 0; r < t->nrows; ++r) {
-    const float* s = t->sb + r * bpad;
+    const float* s = t->sb + r * 16;
     float* gm = t->gmax + t->rowGroup[r] * bpad;
     int32_t* gi = t->gidx + t->rowGroup[r] * bpad;
     const __m256i jv = _mm256_set1_epi32(t->rowIdx[r]);
-    for (int64_t b = 0; b < bpad; b += 8) {
+    for (int64_t b = 0; b < 16; b += 8) {
       const __m256 sv = _mm256_loadu_ps(s + b);
       const __m256 cur = _mm256_loadu_ps(gm + b);
       const __m256 gt = _mm256_cmp_ps(sv, cur, _CMP_GT_OQ);
@@ -290,7 +278,7 @@ void groupMaxTileAvx2(const GroupTile* t) {
   }
 }
 
-const IsaOps kAvx2Ops = {convertRowAvx2, gemmTileAvx2, sampleTileAvx2, groupMaxTileAvx2};
+const IsaOps kAvx2Ops = {convertRowAvx2, gemmBlockAvx2, sampleTileAvx2, groupMaxTileAvx2};
 
 }  // namespace
 

@@ -12,7 +12,7 @@ namespace nc {
 namespace cpu {
 
 /// Rows of cache scored together; a multiple of the AVX2 micro-kernel's 6 rows.
-constexpr int64_t kTileRows = 48;
+constexpr int64_t kTileRows = 24;
 /// Queries are packed in blocks of this many (the micro-kernel's width).
 constexpr int64_t kQueryBlock = 16;
 /// Largest standard Gumbel value gumbelFromWord can return is
@@ -35,37 +35,39 @@ struct NoiseKey {
   uint32_t k0, k1, c2, c3;
 };
 
-/// One scored tile (rows x queries) handed to the sampling epilogue.
+/// One scored block (tile rows x one block of kQueryBlock queries) handed to
+/// the sampling epilogue.
 struct SampleTile {
-  const float* sb;        // [nrows][bpad] scores S (scale applied)
-  int64_t nrows, bpad, batch;
+  const float* sb;        // [nrows][kQueryBlock] scores S (scale applied)
+  int64_t nrows;
+  int64_t qbase, qcount;  // global index of the block's first query; valid queries (<= 16)
   const int32_t* rowIdx;  // global index (noise column) of each tile row
   int32_t mode;           // 0 Gumbel, 1 MaxScore, 2 none (lse only)
   float invTemp;
   double invTempD;
   NoiseKey key;
-  float* lseMax;          // [bpad] running max of the current chunk
-  double* lseSum;         // [bpad] running sum of exp(S - lseMax)
+  float* lseMax;          // [kQueryBlock] running max of the current chunk (this block)
+  double* lseSum;         // [kQueryBlock] running sum of exp(S - lseMax)
   TopK* topk;
 };
 
 /// One scored tile handed to the group-max epilogue (topK grouping).
 struct GroupTile {
-  const float* sb;         // [nrows][bpad]
-  int64_t nrows, bpad, batch;
+  const float* sb;         // [nrows][kQueryBlock]
+  int64_t nrows, bpad;     // bpad: leading dimension of gmax / gidx
   const int32_t* rowIdx;   // global rows, increasing
   const int32_t* rowGroup; // chunk-local group of each row
-  float* gmax;             // [groupsInChunk][bpad]
-  int32_t* gidx;           // [groupsInChunk][bpad]
+  float* gmax;             // [groupsInChunk][bpad], offset to this query block
+  int32_t* gidx;           // [groupsInChunk][bpad], offset to this query block
 };
 
 struct IsaOps {
   /// n values of storage (1 f16, 2 bf16) to float32.
   void (*convertRow)(const void* src, int32_t storage, int64_t n, float* dst);
-  /// sb[r][b] = scale * (rows[r] . q_b) for r < nrows, b < bpad; qt is the
-  /// query pack [bpad/16][dim][16].
-  void (*gemmTile)(const float* qt, int64_t bpad, int64_t dim, const float* const* rows,
-                   int64_t nrows, float scale, float* sb);
+  /// sb[r][i] = scale * (rows[r] . q_i) for r < nrows, i < 16; qblk is one
+  /// block of the query pack, [dim][16].
+  void (*gemmBlock)(const float* qblk, int64_t dim, const float* const* rows, int64_t nrows,
+                    float scale, float* sb);
   void (*sampleTile)(const SampleTile* t);
   void (*groupMaxTile)(const GroupTile* t);
 };

@@ -1,0 +1,295 @@
+#!/usr/bin/env node
+'use strict';
+// One negative-cache scoring step: score B queries against N cached rows,
+// draw numNegatives negatives per query (Gumbel-max / Gumbel-top-k, or topK
+// grouping first) and compute the log-sum-exp the loss needs.
+//
+//   npm run bench -- [--json] [--n N] [--d D] [--b B] [--top-k K] [--num-negatives K]
+//                    [--storage float32|float16|bfloat16] [--impl native,js,tfjs,tfjs-wasm]
+//                    [--threads T] [--runs R] [--scale S]
+//   npm run bench -- --compare [--json] [--runs R] [--max-log-n 21]
+//
+// impl: native = this package's fused kernels; js = its pure-JS kernels;
+// tfjs / tfjs-wasm = the same step written with tfjs ops (matMul, Gumbel
+// noise, argMax / topk, logSumExp) on the tfjs cpu / wasm backend.
+// --compare runs the issue's side-by-side comparison in one go (PyTorch peer
+// included when /usr/bin/python3 has torch) and prints the ratios.
+// --json prints one JSON object per line; otherwise a table.
+const path = require('path');
+const { spawnSync } = require('child_process');
+const { loadAddon } = require('../dist/native/addon');
+const { createStore, kernelsFor } = require('../dist/backends');
+
+function parseArgs(argv) {
+  const a = {
+    json: false, compare: false, n: 131072, d: 128, b: 256, topK: 0, numNegatives: 1, storage: 'float32',
+    impl: 'native', threads: 0, runs: 7, scale: 20, maxLogN: 21, child: null,
+  };
+  const num = (v, name) => {
+    const x = Number(v);
+    if (!Number.isFinite(x)) throw new Error(`--${name} must be a number; got ${v}`);
+    return x;
+  };
+  for (let i = 2; i < argv.length; i++) {
+    const k = argv[i], v = argv[i + 1];
+    switch (k) {
+      case '--json': a.json = true; break;
+      case '--compare': a.compare = true; break;
+      case '--n': a.n = num(v, 'n'); i++; break;
+      case '--d': a.d = num(v, 'd'); i++; break;
+      case '--b': a.b = num(v, 'b'); i++; break;
+      case '--top-k': a.topK = num(v, 'top-k'); i++; break;
+      case '--num-negatives': a.numNegatives = num(v, 'num-negatives'); i++; break;
+      case '--storage': a.storage = v; i++; break;
+      case '--impl': a.impl = v; i++; break;
+      case '--threads': a.threads = num(v, 'threads'); i++; break;
+      case '--runs': a.runs = num(v, 'runs'); i++; break;
+      case '--scale': a.scale = num(v, 'scale'); i++; break;
+      case '--max-log-n': a.maxLogN = num(v, 'max-log-n'); i++; break;
+      case '--child': a.child = v; i++; break;
+      default: throw new Error(`unknown option ${k}`);
+    }
+  }
+  if (!['float32', 'float16', 'bfloat16'].includes(a.storage)) throw new Error(`--storage must be float32, float16 or bfloat16; got ${a.storage}`);
+  return a;
+}
+
+/** Deterministic data like the PyTorch peer: E ~ N(0, 1), q ~ N(0, 1/d). */
+function normals(count, seed) {
+  let s = seed >>> 0;
+  const u = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(u())), t = 2 * Math.PI * u();
+    out[i] = r * Math.cos(t);
+    if (i + 1 < count) out[i + 1] = r * Math.sin(t);
+  }
+  return out;
+}
+
+/** The cache embeddings: a random block of up to 2^16 rows, repeated to n rows. */
+function cacheValues(n, d) {
+  const blockRows = Math.min(n, 65536);
+  const block = normals(blockRows * d, 7);
+  if (blockRows === n) return block;
+  const out = new Float32Array(n * d);
+  for (let r = 0; r < n; r += blockRows) out.set(block.subarray(0, Math.min(blockRows, n - r) * d), r * d);
+  return out;
+}
+
+function queries(b, d) {
+  const q = normals(b * d, 11);
+  const f = 1 / Math.sqrt(d);
+  for (let i = 0; i < q.length; i++) q[i] *= f;
+  return q;
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((x, y) => x - y);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** A step closure of our kernels (native or js) on a filled store. */
+function kernelStep(kind, o, values) {
+  const store = createStore(kind, [{ key: 'emb', dtype: 'float32', storage: o.storage, width: o.d }], o.n);
+  store.initialize({ emb: values ?? cacheValues(o.n, o.d) }, null);
+  const k = kernelsFor(kind);
+  const req = { queries: queries(o.b, o.d), batch: o.b, dim: o.d, sources: [{ store, key: 'emb' }], scale: o.scale, scoreEmptyRows: false, threads: o.threads };
+  let call = 0;
+  const params = () => ({ mode: 'gumbel', invTemp: 1, numDraws: o.numNegatives, seed: 1234, call: call++ });
+  const step = o.topK > 0
+    ? () => {
+      const g = k.scoreGroupMax(req, o.topK);
+      const r = k.sampleCandidates(g.scores, o.b, o.topK, params());
+      const rows = new Int32Array(r.indices.length);
+      for (let i = 0; i < rows.length; i++) rows[i] = r.indices[i] < 0 ? -1 : g.rows[Math.floor(i / o.numNegatives) * o.topK + r.indices[i]];
+      return { rows, lse: r.lse };
+    }
+    : () => k.scoreAndSample(req, params());
+  return { step, dispose: () => store.dispose() };
+}
+
+/** The same step with tfjs ops (what a user writes without this package). */
+async function tfjsStep(o, backend) {
+  const tf = require('@tensorflow/tfjs');
+  if (backend === 'wasm') require('@tensorflow/tfjs-backend-wasm');
+  await tf.setBackend(backend);
+  await tf.ready();
+  const E = tf.tensor2d(cacheValues(o.n, o.d), [o.n, o.d]);
+  const q = tf.tensor2d(queries(o.b, o.d), [o.b, o.d]);
+  const step = () => {
+    const out = tf.tidy(() => {
+      let s = tf.mul(tf.matMul(q, E, false, true), o.scale);
+      let cols = o.n;
+      let groupRows = null;
+      if (o.topK > 0 && o.topK < o.n && o.n % o.topK === 0) {
+        const g = s.reshape([o.b, o.topK, o.n / o.topK]);
+        groupRows = tf.add(tf.argMax(g, 2), tf.mul(tf.range(0, o.topK, 1, 'int32'), o.n / o.topK));
+        s = tf.max(g, 2);
+        cols = o.topK;
+      }
+      const u = tf.randomUniform([o.b, cols], 1e-12, 1 - 1e-7);
+      const perturbed = tf.sub(s, tf.log(tf.neg(tf.log(u))));
+      const idx = o.numNegatives > 1 ? tf.topk(perturbed, o.numNegatives).indices : tf.argMax(perturbed, 1);
+      const rows = groupRows ? tf.gather(groupRows, idx, 1, 1) : idx;
+      return [rows, tf.logSumExp(s, 1)];
+    });
+    out.forEach((t) => t.dataSync());
+    tf.dispose(out);
+  };
+  return { step, dispose: () => tf.dispose([E, q]) };
+}
+
+async function timeImpl(impl, o) {
+  let h;
+  if (impl === 'native' || impl === 'js') h = kernelStep(impl, o);
+  else if (impl === 'tfjs') h = await tfjsStep(o, 'cpu');
+  else if (impl === 'tfjs-wasm') h = await tfjsStep(o, 'wasm');
+  else throw new Error(`unknown impl ${impl}`);
+  const runs = impl === 'native' ? o.runs : Math.max(1, Math.min(o.runs, 3));
+  h.step();  // warm-up
+  const ts = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = process.hrtime.bigint();
+    h.step();
+    ts.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  h.dispose();
+  const addon = loadAddon();
+  return {
+    impl, n: o.n, d: o.d, b: o.b, topK: o.topK, numNegatives: o.numNegatives, storage: o.storage,
+    threads: o.threads || require('os').cpus().length, runs,
+    median_ms: +median(ts).toFixed(3), min_ms: +Math.min(...ts).toFixed(3),
+    ...(impl === 'native' && addon ? { avx2: addon.cpuFeatures().usingAvx2 } : {}),
+  };
+}
+
+function readStatus(field) {
+  const m = require('fs').readFileSync('/proc/self/status', 'utf8').match(new RegExp(`${field}:\\s+(\\d+) kB`));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+/** Child: peak RSS growth over a native step, after the store is set up. */
+function memoryChild(o) {
+  const h = kernelStep('native', o);
+  const fs = require('fs');
+  let worst = 0;
+  for (let i = 0; i < 3; i++) {
+    if (global.gc) global.gc();
+    fs.writeFileSync('/proc/self/clear_refs', '5');  // resets VmHWM to the current RSS
+    const before = readStatus('VmRSS');
+    h.step();
+    worst = Math.max(worst, readStatus('VmHWM') - before);
+  }
+  h.dispose();
+  return { impl: 'native', what: 'peak_extra_rss', n: o.n, d: o.d, b: o.b, topK: o.topK, numNegatives: o.numNegatives, storage: o.storage, extra_rss_mb: +(worst / 2 ** 20).toFixed(2) };
+}
+
+function runChild(kind, o) {
+  const args = [process.argv[1], '--child', kind, '--json', '--n', `${o.n}`, '--d', `${o.d}`, '--b', `${o.b}`, '--top-k', `${o.topK}`,
+    '--num-negatives', `${o.numNegatives}`, '--storage', o.storage, '--threads', `${o.threads}`, '--runs', `${o.runs}`, '--scale', `${o.scale}`,
+    '--impl', o.impl];
+  const r = spawnSync(process.execPath, ['--expose-gc', ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`child ${kind} failed: ${r.stderr}`);
+  return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+}
+
+function torchPeer(o) {
+  const script = path.resolve(__dirname, '..', '..', 'shared', 'peers', 'torch_step.py');
+  const candidates = [process.env.TORCH_STEP_PY, script, '/work/shared/peers/torch_step.py'].filter(Boolean);
+  const file = candidates.find((f) => require('fs').existsSync(f));
+  if (!file) return [];
+  const r = spawnSync('/usr/bin/python3', [file, '--n', `${o.n}`, '--d', `${o.d}`, '--b', `${o.b}`, '--runs', `${o.runs}`,
+    ...(o.threads ? ['--threads', `${o.threads}`] : [])], { encoding: 'utf8' });
+  if (r.status !== 0) {
+    process.stderr.write(`torch peer unavailable: ${(r.stderr || '').trim().split('\n').pop()}\n`);
+    return [];
+  }
+  return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+}
+
+function printTable(rows) {
+  const cols = ['impl', 'n', 'd', 'b', 'topK', 'numNegatives', 'storage', 'threads', 'median_ms', 'min_ms', 'extra_rss_mb'];
+  const present = cols.filter((c) => rows.some((r) => r[c] !== undefined));
+  const cell = (r, c) => (r[c] === undefined ? '' : `${r[c]}`);
+  const w = present.map((c) => Math.max(c.length, ...rows.map((r) => cell(r, c).length)));
+  console.log(present.map((c, i) => c.padStart(w[i])).join('  '));
+  for (const r of rows) console.log(present.map((c, i) => cell(r, c).padStart(w[i])).join('  '));
+}
+
+async function compare(o, emit) {
+  const base = { ...o, n: 131072, d: 128, b: 256, topK: 0, numNegatives: 1, storage: 'float32', threads: 0 };
+  const rows = [];
+  const add = (r, label) => { r.label = label; rows.push(r); emit(r); return r; };
+  const peer = torchPeer(base);
+  const tGemm = peer.find((r) => r.impl === 'torch-gemm'), tStep = peer.find((r) => r.impl === 'torch-step');
+  if (tGemm) add(tGemm, 'torch-gemm');
+  if (tStep) add(tStep, 'torch-step');
+  const f32 = add(await timeImpl('native', base), 'native f32');
+  const f16 = add(await timeImpl('native', { ...base, storage: 'float16' }), 'native f16');
+  const bf16 = add(await timeImpl('native', { ...base, storage: 'bfloat16' }), 'native bf16');
+  const topk = add(await timeImpl('native', { ...base, topK: 64 }), 'native topK=64');
+  const negs = add(await timeImpl('native', { ...base, numNegatives: 32 }), 'native numNegatives=32');
+  const one = add(await timeImpl('native', { ...base, threads: 1 }), 'native 1 thread');
+  const two = add(await timeImpl('native', { ...base, threads: 2 }), 'native 2 threads');
+  const perRow = [];
+  for (let e = 14; e <= o.maxLogN; e++) {
+    const r = add(await timeImpl('native', { ...base, n: 2 ** e, runs: Math.max(3, o.runs) }), `native N=2^${e}`);
+    r.ns_per_row = +((r.median_ms * 1e6) / r.n).toFixed(2);
+    perRow.push(r);
+  }
+  const mem = runChild('memory', { ...base, n: 2 ** 20 })[0];
+  add(mem, 'native memory N=2^20');
+  for (const impl of ['tfjs', 'tfjs-wasm']) {
+    try {
+      add(await timeImpl(impl, { ...base, runs: 1 }), impl);
+    } catch (e) {
+      process.stderr.write(`${impl}: ${e.message}\n`);
+    }
+  }
+  const ratio = (a, b) => (a && b ? +(a / b).toFixed(3) : null);
+  const rowsPerN = perRow.map((r) => r.ns_per_row);
+  const summary = {
+    what: 'summary',
+    native_over_torch_step: ratio(f32.median_ms, tStep && tStep.median_ms), target_native_over_torch_step: 0.25,
+    native_over_torch_gemm: ratio(f32.median_ms, tGemm && tGemm.median_ms), target_native_over_torch_gemm: 1.25,
+    f16_over_f32: ratio(f16.median_ms, f32.median_ms), bf16_over_f32: ratio(bf16.median_ms, f32.median_ms), target_half_over_f32: 1.0,
+    topk64_over_base: ratio(topk.median_ms, f32.median_ms), negatives32_over_base: ratio(negs.median_ms, f32.median_ms), target_extra: 1.1,
+    two_thread_speedup: ratio(one.median_ms, two.median_ms), target_speedup: 1.8,
+    ns_per_row: Object.fromEntries(perRow.map((r) => [`2^${Math.log2(r.n)}`, r.ns_per_row])),
+    ns_per_row_max_over_min: ratio(Math.max(...rowsPerN), Math.min(...rowsPerN)),
+    extra_rss_mb_at_2_20: mem.extra_rss_mb, target_extra_rss_mb: 32,
+  };
+  emit(summary, true);
+  return rows;
+}
+
+async function main() {
+  const o = parseArgs(process.argv);
+  if (o.child === 'memory') {
+    console.log(JSON.stringify(memoryChild(o)));
+    return;
+  }
+  if (!loadAddon() && o.impl.split(',').includes('native')) throw new Error('the native addon is not built (npm run build:native)');
+  const emitJson = (r) => console.log(JSON.stringify(r));
+  if (o.compare) {
+    const rows = await compare(o, o.json ? emitJson : (r, isSummary) => { if (isSummary) console.log(JSON.stringify(r, null, 2)); });
+    if (!o.json) printTable(rows.map((r) => ({ ...r, impl: r.label || r.impl })));
+    return;
+  }
+  const rows = [];
+  for (const impl of o.impl.split(',')) {
+    const r = await timeImpl(impl.trim(), o);
+    rows.push(r);
+    if (o.json) emitJson(r);
+  }
+  if (!o.json) printTable(rows);
+}
+
+main().catch((e) => {
+  console.error(e.stack || String(e));
+  process.exit(1);
+});
