@@ -35,7 +35,7 @@ function npmCliPath() {
 function cleanEnv(PATH, extra = {}) {
   const env = {};
   for (const k of ['HOME', 'USER', 'LANG', 'TMPDIR', 'TERM']) if (process.env[k] !== undefined) env[k] = process.env[k];
-  for (const k of ['npm_config_cache', 'npm_config_registry', 'npm_config_userconfig']) {
+  for (const k of ['npm_config_cache', 'npm_config_registry', 'npm_config_userconfig', 'npm_config_offline']) {
     if (process.env[k] !== undefined) env[k] = process.env[k];
   }
   return Object.assign(env, { PATH }, extra);
