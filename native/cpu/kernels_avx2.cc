@@ -127,13 +127,10 @@ inline void mulhilo8(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
   hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
 }
 
-/// words[i] lane l = philox(col block `blk`, row rowBase + l, call, key).v[i].
-void philox8(uint32_t blk, uint32_t rowBase, const NoiseKey& key, __m256i words[4]) {
+/// words[i] lane l = philox(counter (c0[l], c1[l], call), key).v[i].
+void philox8v(__m256i c0, __m256i c1, const NoiseKey& key, __m256i words[4]) {
   const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
   const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
-  __m256i c0 = _mm256_set1_epi32(static_cast<int>(blk));
-  __m256i c1 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(rowBase)),
-                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   __m256i c2 = _mm256_set1_epi32(static_cast<int>(key.c2));
   __m256i c3 = _mm256_set1_epi32(static_cast<int>(key.c3));
   uint32_t k0 = key.k0, k1 = key.k1;
@@ -154,6 +151,13 @@ void philox8(uint32_t blk, uint32_t rowBase, const NoiseKey& key, __m256i words[
   words[1] = c1;
   words[2] = c2;
   words[3] = c3;
+}
+
+/// words[i] lane l = philox(col block `blk`, row rowBase + l, call, key).v[i].
+void philox8(uint32_t blk, uint32_t rowBase, const NoiseKey& key, __m256i words[4]) {
+  philox8v(_mm256_set1_epi32(static_cast<int>(blk)),
+           _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(rowBase)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+           key, words);
 }
 
 // --- sampling epilogue ---------------------------------------------------------
@@ -177,21 +181,96 @@ LaneThresholds loadThresholds(const double* thresh, int64_t b0, int64_t valid) {
   return r;
 }
 
+/// 1 - u from Philox words, rounded down: (~w >> 1) * 2^-31.
+__m256 oneMinusU(__m256i w) {
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(_mm256_xor_si256(w, _mm256_set1_epi32(-1)), 1)),
+                       _mm256_set1_ps(4.656612873077392578125e-10f));
+}
+
+/// Lanes whose noise may lift d above t: G = -log(-log u) <= -log(1 - u), so
+/// a lane cannot reach t when 1 - u > exp(d - t + margin).
+int boundPass(__m256i w, __m256 d, __m256 t, __m256 marg) {
+  const __m256 bound = exp256(_mm256_add_ps(_mm256_sub_ps(d, t), marg));
+  return _mm256_movemask_ps(_mm256_cmp_ps(oneMinusU(w), bound, _CMP_NGT_UQ));
+}
+
+/// Sparse candidates (query, column) that passed the score filter, handled
+/// 8 at a time with one Philox call whose lanes are independent counters.
+struct Pending {
+  int32_t j[8];
+  int32_t b[8];
+  float s[8];
+  int n = 0;
+};
+
+void flushPending(const SampleTile* t, Pending& pd) {
+  if (pd.n == 0) return;
+  for (int l = pd.n; l < 8; ++l) {
+    pd.j[l] = pd.j[0];
+    pd.b[l] = pd.b[0];
+    pd.s[l] = pd.s[0];
+  }
+  TopK* tk = t->topk;
+  const __m256i jv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.j));
+  const __m256i bv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.b));
+  __m256i words[4];
+  philox8v(_mm256_srli_epi32(jv, 2), bv, t->key, words);
+  const __m256 bit0 = _mm256_castsi256_ps(_mm256_slli_epi32(jv, 31));
+  const __m256 bit1 = _mm256_castsi256_ps(_mm256_slli_epi32(jv, 30));
+  const __m256 w01 = _mm256_blendv_ps(_mm256_castsi256_ps(words[0]), _mm256_castsi256_ps(words[1]), bit0);
+  const __m256 w23 = _mm256_blendv_ps(_mm256_castsi256_ps(words[2]), _mm256_castsi256_ps(words[3]), bit0);
+  const __m256i w = _mm256_castps_si256(_mm256_blendv_ps(w01, w23, bit1));
+  alignas(32) float tl[8];
+  for (int l = 0; l < 8; ++l) tl[l] = static_cast<float>(tk->thresh[pd.b[l]]);
+  const __m256 tv = _mm256_load_ps(tl);
+  const __m256 marg = _mm256_mul_ps(_mm256_set1_ps(1e-3f),
+                                    _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_andnot_ps(_mm256_set1_ps(-0.0f), tv)));
+  const __m256 d = _mm256_mul_ps(_mm256_loadu_ps(pd.s), _mm256_set1_ps(t->invTemp));
+  int bits = boundPass(w, d, tv, marg) & ((1 << pd.n) - 1);
+  if (bits) {
+    alignas(32) uint32_t wl[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(wl), w);
+    while (bits) {
+      const int l = __builtin_ctz(bits);
+      bits &= bits - 1;
+      offerGumbel(tk, pd.b[l], pd.j[l], pd.s[l], t->invTempD, wl[l]);
+    }
+  }
+  pd.n = 0;
+}
+
 void sampleTileAvx2(const SampleTile* t) {
   const int64_t nrows = t->nrows, bpad = 16;
   const __m256 invTemp = _mm256_set1_ps(t->invTemp);
+  TopK* tk = t->topk;
+  Pending pending;
   for (int64_t h = 0; h < t->qcount; h += 8) {
     const float* sb = t->sb + h;  // this half of the block
     const int64_t b0 = t->qbase + h;
-    // Logsumexp partial (padded lanes are computed and ignored).
+    const int64_t valid = t->qcount - h < 8 ? t->qcount - h : 8;
+    const int validMask = (1 << valid) - 1;
+    LaneThresholds th{};
+    if (t->mode != 2) th = loadThresholds(tk->thresh, b0, valid);
+    // Gumbel: a lane passes the score filter when invTemp * s >= t - Gmax - margin;
+    // MaxScore: when s >= t.
+    const __m256 passAt = t->mode == 1 ? th.t : th.low;
+    const __m256 mul = t->mode == 1 ? _mm256_set1_ps(1.0f) : invTemp;
+    // Logsumexp partial (padded lanes are computed and ignored), fused with the filter.
     __m256 m = _mm256_set1_ps(-__builtin_inff());
     for (int64_t r = 0; r < nrows; ++r) m = _mm256_max_ps(m, _mm256_loadu_ps(sb + r * bpad));
     const __m256 oldM = _mm256_loadu_ps(t->lseMax + h);
     const __m256 newM = _mm256_max_ps(oldM, m);
     const __m256 rescale = exp256(_mm256_sub_ps(oldM, newM));
     __m256 sum = _mm256_setzero_ps();
-    for (int64_t r = 0; r < nrows; ++r)
-      sum = _mm256_add_ps(sum, exp256(_mm256_sub_ps(_mm256_loadu_ps(sb + r * bpad), newM)));
+    __m256 anyPass = _mm256_setzero_ps();
+    uint8_t passBits[kTileRows];
+    for (int64_t r = 0; r < nrows; ++r) {
+      const __m256 s = _mm256_loadu_ps(sb + r * bpad);
+      sum = _mm256_add_ps(sum, exp256(_mm256_sub_ps(s, newM)));
+      const __m256 p = _mm256_cmp_ps(_mm256_mul_ps(s, mul), passAt, _CMP_GE_OQ);
+      anyPass = _mm256_or_ps(anyPass, p);
+      passBits[r] = static_cast<uint8_t>(_mm256_movemask_ps(p));
+    }
     __m256d s0 = _mm256_loadu_pd(t->lseSum + h), s1 = _mm256_loadu_pd(t->lseSum + h + 4);
     s0 = _mm256_fmadd_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(rescale)),
                          _mm256_cvtps_pd(_mm256_castps256_ps128(sum)));
@@ -200,15 +279,12 @@ void sampleTileAvx2(const SampleTile* t) {
     _mm256_storeu_pd(t->lseSum + h, s0);
     _mm256_storeu_pd(t->lseSum + h + 4, s1);
     _mm256_storeu_ps(t->lseMax + h, newM);
-    if (t->mode == 2) continue;
+    if (t->mode == 2 || (_mm256_movemask_ps(anyPass) & validMask) == 0) continue;
 
-    // Draws: a cheap vector filter, exact float64 decisions for survivors.
-    TopK* tk = t->topk;
-    const int64_t valid = t->qcount - h < 8 ? t->qcount - h : 8;
-    const int validMask = (1 << valid) - 1;
-    LaneThresholds th = loadThresholds(tk->thresh, b0, valid);
+    // Draws: exact float64 decisions for the lanes that pass the filters.
     if (t->mode == 1) {
       for (int64_t r = 0; r < nrows; ++r) {
+        if ((passBits[r] & validMask) == 0) continue;
         const __m256 s = _mm256_loadu_ps(sb + r * bpad);
         int bits = _mm256_movemask_ps(_mm256_cmp_ps(s, th.t, _CMP_GE_OQ)) & validMask;
         if (bits == 0) continue;
@@ -225,25 +301,34 @@ void sampleTileAvx2(const SampleTile* t) {
     uint32_t lastBlock = 0;
     bool haveBlock = false;
     __m256i words[4];
-    const __m256 twoM31 = _mm256_set1_ps(4.656612873077392578125e-10f);  // 2^-31
     for (int64_t r = 0; r < nrows; ++r) {
+      if ((passBits[r] & validMask) == 0) continue;
       const __m256 s = _mm256_loadu_ps(sb + r * bpad);
       const __m256 d = _mm256_mul_ps(s, invTemp);
       const int pass = _mm256_movemask_ps(_mm256_cmp_ps(d, th.low, _CMP_GE_OQ)) & validMask;
       if (pass == 0) continue;
       const uint32_t j = static_cast<uint32_t>(t->rowIdx[r]);
-      if (!haveBlock || (j >> 2) != lastBlock) {
+      const bool sameBlock = haveBlock && (j >> 2) == lastBlock;
+      if (!sameBlock && __builtin_popcount(pass) <= 2) {
+        // Sparse: queue the lanes; one Philox call serves 8 of them.
+        int bits = pass;
+        while (bits) {
+          const int l = __builtin_ctz(bits);
+          bits &= bits - 1;
+          pending.j[pending.n] = static_cast<int32_t>(j);
+          pending.b[pending.n] = static_cast<int32_t>(b0 + l);
+          pending.s[pending.n] = sb[r * bpad + l];
+          if (++pending.n == 8) flushPending(t, pending);
+        }
+        continue;
+      }
+      if (!sameBlock) {
         philox8(j >> 2, static_cast<uint32_t>(b0), t->key, words);
         lastBlock = j >> 2;
         haveBlock = true;
       }
       const __m256i w = words[j & 3];
-      // G = -log(-log u) <= -log(1 - u): the lane cannot reach t when
-      // 1 - u > exp(d - t + margin). 1 - u ~ (~w >> 1) * 2^-31 (never above).
-      const __m256 oneMinusU = _mm256_mul_ps(
-          _mm256_cvtepi32_ps(_mm256_srli_epi32(_mm256_xor_si256(w, _mm256_set1_epi32(-1)), 1)), twoM31);
-      const __m256 bound = exp256(_mm256_add_ps(_mm256_sub_ps(d, th.t), th.marg));
-      int bits = pass & _mm256_movemask_ps(_mm256_cmp_ps(oneMinusU, bound, _CMP_NGT_UQ));
+      int bits = pass & boundPass(w, d, th.t, th.marg);
       if (bits == 0) continue;
       alignas(32) uint32_t wl[8];
       _mm256_store_si256(reinterpret_cast<__m256i*>(wl), w);
@@ -254,6 +339,8 @@ void sampleTileAvx2(const SampleTile* t) {
       }
       th = loadThresholds(tk->thresh, b0, valid);
     }
+    flushPending(t, pending);
+    th = loadThresholds(tk->thresh, b0, valid);
   }
 }
 
