@@ -1,2 +1,179 @@
-// PLACEHOLDER: replaced by the real implementation.
-export {};
+/**
+ * IsInCacheFilterFn: which new items are not yet in a cache, by exact match
+ * of their values on the given keys, in O(batch) per call.
+ *
+ * Each cache gets an index (row contents -> rows) built once in O(size) on
+ * first use, then kept current from the cache's write listener (O(rows
+ * written) per update). The index lives as long as the cache.
+ */
+import { NegativeCache, storeOf } from './cache';
+import type { BatchLike } from './cache_manager';
+import { toRows, widthOf } from './convert';
+import { describe, typeError } from './errors';
+
+/** Row contents of one cache: content key -> rows holding it. */
+class RowIndex {
+  readonly rowsByContent = new Map<string, number[]>();
+  readonly contentOfRow: Array<string | undefined>;
+  version: number;
+  readonly unsubscribe: () => void;
+
+  constructor(readonly cache: NegativeCache, readonly keys: readonly string[]) {
+    this.contentOfRow = new Array(cache.size);
+    const columns = keys.map((k) => cache.read(k));
+    const widths = keys.map((k) => widthOf(cache.specs[k].shape));
+    const filled = cache.readFilled();
+    for (let r = 0; r < cache.size; r++) {
+      if (filled[r]) this.add(r, contentKey(columns, widths, r));
+    }
+    this.version = cache.version;
+    this.unsubscribe = cache.addWriteListener((rows) => this.rowsWritten(rows));
+  }
+
+  private add(row: number, content: string): void {
+    this.contentOfRow[row] = content;
+    const rows = this.rowsByContent.get(content);
+    if (rows === undefined) this.rowsByContent.set(content, [row]);
+    else rows.push(row);
+  }
+
+  private remove(row: number): void {
+    const content = this.contentOfRow[row];
+    if (content === undefined) return;
+    this.contentOfRow[row] = undefined;
+    const rows = this.rowsByContent.get(content)!;
+    if (rows.length === 1) this.rowsByContent.delete(content);
+    else rows.splice(rows.indexOf(row), 1);
+  }
+
+  private rowsWritten(rows: Int32Array): void {
+    const store = storeOf(this.cache, 'cache');
+    const columns = this.keys.map((k) => store.gatherRows(k, rows));
+    const widths = this.keys.map((k) => widthOf(this.cache.specs[k].shape));
+    for (let i = 0; i < rows.length; i++) {
+      this.remove(rows[i]);
+      this.add(rows[i], contentKey(columns, widths, i));
+    }
+    this.version = this.cache.version;
+  }
+
+  /** A row holding exactly `content`, or -1. */
+  find(content: string): number {
+    const rows = this.rowsByContent.get(content);
+    return rows === undefined ? -1 : rows[0];
+  }
+}
+
+/**
+ * The exact identity of row `r` over several columns: int32 values as
+ * integers, float32 values by their bit patterns (so -0 and 0 differ and
+ * NaN matches NaN of the same payload).
+ */
+function contentKey(columns: ArrayLike<number>[], widths: number[], r: number): string {
+  let key = '';
+  for (let c = 0; c < columns.length; c++) {
+    const col = columns[c];
+    const w = widths[c];
+    const bits = col instanceof Float32Array ? new Int32Array(col.buffer, col.byteOffset, col.length) : col;
+    for (let i = r * w, end = i + w; i < end; i++) key += bits[i] + ',';
+    key += '|';
+  }
+  return key;
+}
+
+/**
+ * true (1) = NOT yet in the cache: no filled row of the cache holds exactly
+ * these values on every key of `keys`.
+ *
+ * Matching is exact on the values as stored: int32 features (ids) are the
+ * natural keys; a float feature stored as float16/bfloat16 only matches
+ * values that are exactly representable in that storage.
+ */
+export class IsInCacheFilterFn {
+  readonly keys: readonly string[];
+  readonly #indices = new WeakMap<NegativeCache, RowIndex>();
+
+  constructor(keys: string[]) {
+    if (!Array.isArray(keys) || keys.length === 0 || keys.some((k) => typeof k !== 'string')) {
+      throw typeError('keys', 'a non-empty array of feature names', keys);
+    }
+    if (new Set(keys).size !== keys.length) throw typeError('keys', 'distinct feature names', `[${keys.join(', ')}]`);
+    this.keys = Object.freeze([...keys]);
+  }
+
+  /** 1 for each new item that is not in the cache, 0 for one that is. O(batch) after the first call on a cache. */
+  apply(cache: NegativeCache, newItems: Record<string, BatchLike>): Uint8Array {
+    const rows = this.lookup(cache, newItems);
+    const out = new Uint8Array(rows.length);
+    for (let i = 0; i < rows.length; i++) out[i] = rows[i] < 0 ? 1 : 0;
+    return out;
+  }
+
+  /**
+   * Like apply(), and also 0 for a repeat within the batch: of several equal
+   * new items only the first is kept (1) when none of them is in the cache.
+   * This is the insert mask a handler uses to store every document once.
+   */
+  insertMask(cache: NegativeCache, newItems: Record<string, BatchLike>): Uint8Array {
+    const { contents } = this.contents(cache, newItems);
+    const index = this.indexOf(cache);
+    const seen = new Set<string>();
+    const out = new Uint8Array(contents.length);
+    for (let i = 0; i < contents.length; i++) {
+      const c = contents[i];
+      if (index.find(c) < 0 && !seen.has(c)) out[i] = 1;
+      seen.add(c);
+    }
+    return out;
+  }
+
+  /** For each new item, a cache row holding exactly its values (the smallest such row when several do), or -1. */
+  lookup(cache: NegativeCache, newItems: Record<string, BatchLike>): Int32Array {
+    const { contents } = this.contents(cache, newItems);
+    const index = this.indexOf(cache);
+    const out = new Int32Array(contents.length);
+    for (let i = 0; i < contents.length; i++) out[i] = index.find(contents[i]);
+    return out;
+  }
+
+  /** Validates the items (before anything else) and returns their content keys. */
+  private contents(cache: NegativeCache, newItems: Record<string, BatchLike>): { contents: string[] } {
+    storeOf(cache, 'cache');
+    if (newItems === null || typeof newItems !== 'object' || Array.isArray(newItems) || ArrayBuffer.isView(newItems)) {
+      throw typeError('newItems', `an object with keys ${this.keys.join(', ')}`, newItems);
+    }
+    const columns: Array<Float32Array | Int32Array> = [];
+    const widths: number[] = [];
+    let rows = -1;
+    for (const key of this.keys) {
+      const spec = cache.specs[key];
+      if (spec === undefined) {
+        throw typeError('keys', `feature names of the cache (${Object.keys(cache.specs).join(', ')})`, JSON.stringify(key));
+      }
+      if (!(key in newItems)) throw typeError(`newItems['${key}']`, 'a batch of rows', undefined);
+      const conv = toRows(`newItems['${key}']`, (newItems as Record<string, unknown>)[key], spec);
+      if (rows >= 0 && conv.rows !== rows) {
+        throw typeError(`newItems['${key}']`, `${rows} rows like newItems['${this.keys[0]}']`, `${conv.rows} rows (${describe((newItems as Record<string, unknown>)[key])})`);
+      }
+      rows = conv.rows;
+      columns.push(conv.data);
+      widths.push(widthOf(spec.shape));
+    }
+    const contents = new Array<string>(rows);
+    for (let r = 0; r < rows; r++) contents[r] = contentKey(columns, widths, r);
+    return { contents };
+  }
+
+  private indexOf(cache: NegativeCache): RowIndex {
+    let index = this.#indices.get(cache);
+    if (index !== undefined && index.version !== cache.version) {
+      index.unsubscribe();   // written while no listener saw it (should not happen): rebuild
+      index = undefined;
+    }
+    if (index === undefined) {
+      index = new RowIndex(cache, this.keys);
+      this.#indices.set(cache, index);
+    }
+    return index;
+  }
+}

@@ -1,2 +1,453 @@
-// PLACEHOLDER: replaced by the real implementation.
-export {};
+/**
+ * Handlers: one training step's loss on the cache plus the cache update that
+ * follows it (DESIGN §3 "Handler step"), for one cache (CacheLossHandler) or
+ * several named sources (MultiCacheLossHandler).
+ *
+ * Beyond the reference (all off by default; DESIGN §5):
+ * - `inBatchWeight`: add the in-batch softmax cross-entropy over the batch's
+ *   own positives (scaled scores) to the cache term;
+ * - `warmupSteps`: for the first W calls train with the in-batch
+ *   cross-entropy alone while still filling the cache (hard negatives from a
+ *   warm start);
+ * - `dedupe` / `filter`: documents already in the cache are not inserted again
+ *   (their cached row gets the fresh embedding instead), and of several equal
+ *   documents in one batch only the first is inserted.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { NegativeCache } from './cache';
+import type { BatchLike, CacheManager } from './cache_manager';
+import { isTensor } from './convert';
+import { describe, rangeError, typeError } from './errors';
+import { IsInCacheFilterFn } from './filter';
+import type { CacheLoss, CacheLossReturn, DocNetwork } from './loss';
+
+/** The `scalar(name, value, step)` shape of tfjs-node's `tf.node.summaryFileWriter`. */
+export interface SummaryWriter {
+  scalar(name: string, value: number, step?: number): void;
+}
+
+export interface CacheLossHandlerOptions {
+  /** The cache feature holding document embeddings. */
+  embeddingKey: string;
+  /** The cache features the document network reads. */
+  dataKeys: string[];
+  /** Receives `cache/interpretable_prediction_loss` and `cache/staleness` (and `cache/in_batch_loss` when computed) each step. */
+  summaryWriter?: SummaryWriter;
+  /**
+   * Weight of the in-batch softmax cross-entropy added to the cache loss
+   * (0 = off, the reference). Measured on WordNet: see docs/demo.md.
+   */
+  inBatchWeight?: number;
+  /** Scale of the in-batch logits (scale · q·p). Default: the loss's numeric scoreTransform, else 1. */
+  inBatchScale?: number;
+  /** The first `warmupSteps` calls use the in-batch cross-entropy only (no cache loss) and still insert into the cache. Default 0. */
+  warmupSteps?: number;
+  /**
+   * Store every document once: `true` = an IsInCacheFilterFn on `dataKeys`,
+   * or a filter of your own. A new item already in the cache is not inserted;
+   * its cached row is refreshed with the new embedding instead. Default off.
+   */
+  dedupe?: boolean | IsInCacheFilterFn;
+}
+
+/** What one call did, for logging (also in `handler.lastMetrics`). */
+export interface HandlerMetrics {
+  /** 0-based call number. */
+  step: number;
+  phase: 'warmup' | 'cache';
+  /** The returned loss. */
+  trainingLoss: number;
+  /** -log p_pos (cache phase; NaN during warm-up). */
+  interpretableLoss: number;
+  /** Relative error of the drawn negatives' cached embeddings (cache phase; NaN during warm-up). */
+  staleness: number;
+  /** The in-batch cross-entropy (NaN when not computed). */
+  inBatchLoss: number;
+  /** Rows inserted, and new items skipped as already cached or repeated in the batch. */
+  inserted: number;
+  duplicates: number;
+  /** Cached rows refreshed with a re-embedded negative or a duplicate's embedding. */
+  refreshed: number;
+}
+
+interface CommonOptions {
+  embeddingKey: string;
+  dataKeys: string[];
+  summaryWriter: SummaryWriter | undefined;
+  inBatchWeight: number;
+  inBatchScale: number;
+  warmupSteps: number;
+  filter: IsInCacheFilterFn | null;
+}
+
+function nonNegative(name: string, v: unknown, fallback: number, integer = false): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number') throw typeError(`options.${name}`, integer ? 'a non-negative integer' : 'a non-negative finite number', v);
+  if (!Number.isFinite(v) || v < 0 || (integer && !Number.isSafeInteger(v))) {
+    throw rangeError(`options.${name}`, integer ? 'a non-negative integer' : 'a non-negative finite number', describe(v));
+  }
+  return v;
+}
+
+function checkOptions(options: unknown, cacheLoss: unknown): CommonOptions {
+  if (options === null || typeof options !== 'object') throw typeError('options', 'an object {embeddingKey, dataKeys, ...}', options);
+  const o = options as CacheLossHandlerOptions;
+  if (typeof o.embeddingKey !== 'string' || o.embeddingKey === '') throw typeError('options.embeddingKey', 'a non-empty string', o.embeddingKey);
+  if (!Array.isArray(o.dataKeys) || o.dataKeys.some((k) => typeof k !== 'string')) {
+    throw typeError('options.dataKeys', 'an array of strings', o.dataKeys);
+  }
+  if (o.summaryWriter !== undefined && (o.summaryWriter === null || typeof o.summaryWriter.scalar !== 'function')) {
+    throw typeError('options.summaryWriter', 'an object with a scalar(name, value, step) method', o.summaryWriter);
+  }
+  const lossScale = (cacheLoss as { scoreTransform?: unknown }).scoreTransform;
+  const inBatchScale = o.inBatchScale === undefined
+    ? (typeof lossScale === 'number' ? lossScale : 1)
+    : nonNegative('inBatchScale', o.inBatchScale, 1);
+  let filter: IsInCacheFilterFn | null = null;
+  if (o.dedupe === true) filter = new IsInCacheFilterFn(o.dataKeys);
+  else if (o.dedupe instanceof IsInCacheFilterFn) filter = o.dedupe;
+  else if (o.dedupe !== undefined && o.dedupe !== false) throw typeError('options.dedupe', 'a boolean or an IsInCacheFilterFn', o.dedupe);
+  return {
+    embeddingKey: o.embeddingKey,
+    dataKeys: [...o.dataKeys],
+    summaryWriter: o.summaryWriter,
+    inBatchWeight: nonNegative('inBatchWeight', o.inBatchWeight, 0),
+    inBatchScale,
+    warmupSteps: nonNegative('warmupSteps', o.warmupSteps, 0, true),
+    filter,
+  };
+}
+
+function checkLoss(cacheLoss: unknown): CacheLoss {
+  if (cacheLoss === null || typeof cacheLoss !== 'object' || typeof (cacheLoss as CacheLoss).compute !== 'function') {
+    throw typeError('cacheLoss', 'an object with a compute(docNetwork, queries, positives, caches) method', cacheLoss);
+  }
+  return cacheLoss as CacheLoss;
+}
+
+function checkEmbeddings(q: unknown, p: unknown, pName: string): void {
+  for (const [name, t] of [['queryEmbeddings', q], [pName, p]] as const) {
+    if (!isTensor(t) || t.shape.length !== 2) throw typeError(name, 'a rank-2 tf.Tensor [batch, dim]', t);
+  }
+  const qs = (q as tf.Tensor).shape, ps = (p as tf.Tensor).shape;
+  if (qs[0] !== ps[0] || qs[1] !== ps[1]) throw rangeError(pName, `shape [${qs.join(', ')}] like queryEmbeddings`, `shape [${ps.join(', ')}]`);
+}
+
+/**
+ * Mean softmax cross-entropy of each query's own positive against the batch's
+ * positives (logits scale · q·pᵀ, positive on the diagonal).
+ */
+export function inBatchCrossEntropy(queryEmbeddings: tf.Tensor2D, posEmbeddings: tf.Tensor2D, scale: number): tf.Scalar {
+  return tf.tidy(() => {
+    const logits = tf.mul(tf.matMul(queryEmbeddings, posEmbeddings, false, true), scale);
+    const diagonal = tf.mul(tf.sum(tf.mul(queryEmbeddings, posEmbeddings), 1), scale);
+    return tf.mean(tf.sub(tf.logSumExp(logits, 1), diagonal)) as tf.Scalar;
+  });
+}
+
+function scalarValue(t: tf.Tensor): number {
+  const v = t.dataSync();
+  if (v.length === 1) return v[0];
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += v[i];
+  return s / Math.max(v.length, 1);
+}
+
+/** One source's cache update: refresh drawn negatives (and duplicates), insert new positives. */
+interface SourceUpdate {
+  manager: CacheManager;
+  cache: NegativeCache;
+  /** The loss's refresh for this source (absent during warm-up). */
+  refreshData?: tf.Tensor;
+  refreshIndices?: tf.Tensor | Int32Array;
+  refreshMask?: tf.Tensor | Uint8Array;
+  /** Several sources: the mask routes rows. One source: the mask is used only where a draw found nothing (index out of range). */
+  severalSources: boolean;
+  /** The positives to insert (absent: no insert for this source this step). */
+  newEmbeddings?: tf.Tensor2D;
+  newFeatures?: Record<string, BatchLike>;
+}
+
+/** Shared step logic of both handlers. */
+abstract class HandlerBase {
+  /** The last call's figures. */
+  lastMetrics: HandlerMetrics | null = null;
+  /** Calls so far (the next call's step). */
+  step = 0;
+  protected readonly opts: CommonOptions;
+  protected readonly cacheLoss: CacheLoss;
+
+  constructor(cacheLoss: unknown, options: unknown) {
+    this.cacheLoss = checkLoss(cacheLoss);
+    this.opts = checkOptions(options, cacheLoss);
+  }
+
+  /** The in-batch term's weight (settable between steps, e.g. for a schedule). */
+  get inBatchWeight(): number { return this.opts.inBatchWeight; }
+  set inBatchWeight(v: number) { this.opts.inBatchWeight = nonNegative('inBatchWeight', v, 0); }
+  /** Calls that train in-batch only (settable between steps). */
+  get warmupSteps(): number { return this.opts.warmupSteps; }
+  set warmupSteps(v: number) { this.opts.warmupSteps = nonNegative('warmupSteps', v, 0, true); }
+
+  protected run(itemNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posItemEmbeddings: tf.Tensor2D,
+                caches: NegativeCache | Record<string, NegativeCache>,
+                updates: (ret: CacheLossReturn | null) => SourceUpdate[]): tf.Scalar {
+    if (typeof itemNetwork !== 'function') throw typeError('itemNetwork', 'a function (data) => tf.Tensor2D', itemNetwork);
+    const step = this.step;
+    const o = this.opts;
+    const warm = step < o.warmupSteps;
+    let ret: CacheLossReturn | null = null;
+    let inBatch: tf.Scalar | null = null;
+    let loss: tf.Scalar;
+    if (warm) {
+      inBatch = inBatchCrossEntropy(queryEmbeddings, posItemEmbeddings, o.inBatchScale);
+      loss = inBatch;
+    } else {
+      ret = this.cacheLoss.compute(itemNetwork, queryEmbeddings, posItemEmbeddings, caches);
+      const cacheTerm = ret.trainingLoss.rank === 0 ? ret.trainingLoss as tf.Scalar : tf.mean(ret.trainingLoss) as tf.Scalar;
+      if (o.inBatchWeight > 0) {
+        inBatch = inBatchCrossEntropy(queryEmbeddings, posItemEmbeddings, o.inBatchScale);
+        loss = tf.add(cacheTerm, tf.mul(inBatch, o.inBatchWeight));
+      } else {
+        loss = cacheTerm;
+      }
+    }
+
+    // Cache updates: reads values (dataSync) of tensors the tape may still need; disposes none of them.
+    let inserted = 0, duplicates = 0, refreshed = 0;
+    for (const u of updates(ret)) {
+      const counts = this.applyUpdate(u);
+      inserted += counts.inserted;
+      duplicates += counts.duplicates;
+      refreshed += counts.refreshed;
+    }
+
+    const metrics: HandlerMetrics = {
+      step,
+      phase: warm ? 'warmup' : 'cache',
+      trainingLoss: scalarValue(loss),
+      interpretableLoss: ret ? scalarValue(ret.interpretableLoss) : NaN,
+      staleness: ret ? scalarValue(ret.staleness) : NaN,
+      inBatchLoss: inBatch ? scalarValue(inBatch) : NaN,
+      inserted, duplicates, refreshed,
+    };
+    if (ret) {
+      // Not on the path to the loss: safe to free now.
+      if (ret.interpretableLoss !== ret.trainingLoss) ret.interpretableLoss.dispose();
+      if (ret.staleness !== ret.trainingLoss) ret.staleness.dispose();
+    }
+    const w = o.summaryWriter;
+    if (w) {
+      if (ret) {
+        w.scalar('cache/interpretable_prediction_loss', metrics.interpretableLoss, step);
+        w.scalar('cache/staleness', metrics.staleness, step);
+      }
+      if (inBatch) w.scalar('cache/in_batch_loss', metrics.inBatchLoss, step);
+    }
+    this.lastMetrics = metrics;
+    this.step = step + 1;
+    return loss;
+  }
+
+  private applyUpdate(u: SourceUpdate): { inserted: number; duplicates: number; refreshed: number } {
+    const o = this.opts;
+    const update: Parameters<CacheManager['updateCache']>[1] = {};
+    // Refresh list: the loss's re-embedded negatives, then cached duplicates of new items.
+    let refreshData: Float32Array | tf.Tensor | null = null;
+    let refreshIndices: Int32Array | null = null;
+    let refreshMask: Uint8Array | null = null;
+    if (u.refreshData && u.refreshIndices) {
+      const idx = isTensor(u.refreshIndices) ? Int32Array.from(u.refreshIndices.dataSync()) : u.refreshIndices;
+      const mask = u.refreshMask === undefined ? null
+        : Uint8Array.from(isTensor(u.refreshMask) ? u.refreshMask.dataSync() : u.refreshMask);
+      const size = u.cache.size;
+      const useMask = mask !== null && (u.severalSources || idx.some((j) => j < 0 || j >= size));
+      if (!useMask || mask!.some((v) => v !== 0)) {
+        refreshData = u.refreshData;
+        refreshIndices = idx;
+        refreshMask = useMask ? mask : null;
+      }
+    }
+    let inserted = 0, duplicates = 0;
+    if (u.newEmbeddings && u.newFeatures) {
+      const newItems: Record<string, BatchLike> = { ...u.newFeatures, [o.embeddingKey]: u.newEmbeddings };
+      const rows = u.newEmbeddings.shape[0];
+      inserted = rows;
+      if (o.filter) {
+        const keep = o.filter.insertMask(u.cache, newItems);
+        const cachedRows = o.filter.lookup(u.cache, newItems);
+        update.newItemsMask = keep;
+        inserted = keep.reduce((a, v) => a + v, 0);
+        duplicates = rows - inserted;
+        const picks: number[] = [];
+        for (let i = 0; i < rows; i++) if (cachedRows[i] >= 0) picks.push(i);
+        if (picks.length > 0) {
+          // A document already cached: refresh its row with the fresh embedding instead of inserting it again.
+          const dim = u.newEmbeddings.shape[1];
+          const emb = u.newEmbeddings.dataSync();
+          const n = refreshIndices ? refreshIndices.length : 0;
+          const data = new Float32Array((n + picks.length) * dim);
+          const idx = new Int32Array(n + picks.length);
+          if (refreshData !== null && refreshIndices !== null) {
+            data.set(isTensor(refreshData) ? refreshData.dataSync() as Float32Array : refreshData, 0);
+            idx.set(refreshIndices, 0);
+          }
+          picks.forEach((i, m) => { data.set(emb.subarray(i * dim, (i + 1) * dim), (n + m) * dim); idx[n + m] = cachedRows[i]; });
+          if (refreshMask !== null) {
+            const mask = new Uint8Array(n + picks.length).fill(1);
+            mask.set(refreshMask, 0);
+            refreshMask = mask;
+          }
+          refreshData = data;
+          refreshIndices = idx;
+        }
+      }
+      update.newItems = newItems;
+    }
+    let refreshed = 0;
+    if (refreshData !== null && refreshIndices !== null) {
+      update.updatedItemData = { [o.embeddingKey]: refreshData };
+      update.updatedItemIndices = refreshIndices;
+      if (refreshMask !== null) update.updatedItemMask = refreshMask;
+      refreshed = refreshMask === null ? refreshIndices.length : refreshMask.reduce((a, v) => a + v, 0);
+    }
+    if (update.newItems !== undefined || update.updatedItemData !== undefined) u.manager.updateCache(u.cache, update);
+    return { inserted, duplicates, refreshed };
+  }
+}
+
+/** Loss on one cache plus its update (DESIGN §3 "Handler step"). */
+export class CacheLossHandler extends HandlerBase {
+  readonly cacheManager: CacheManager;
+  readonly cache: NegativeCache;
+
+  constructor(cacheManager: CacheManager, cacheLoss: CacheLoss, options: CacheLossHandlerOptions) {
+    super(cacheLoss, options);
+    if (cacheManager === null || typeof cacheManager !== 'object' || typeof (cacheManager as CacheManager).initCache !== 'function') {
+      throw typeError('cacheManager', 'a CacheManager', cacheManager);
+    }
+    checkSpecs(cacheManager, this.opts, 'cacheManager');
+    this.cacheManager = cacheManager;
+    this.cache = cacheManager.initCache();
+  }
+
+  /**
+   * The loss on the cache as it is (plus the in-batch term when configured),
+   * then the cache update: refresh the re-embedded negatives, insert the
+   * batch's positives {embeddingKey: posItemEmbeddings, ...features}.
+   * Works inside optimizer.minimize / tf.variableGrads; returns a scalar.
+   */
+  updateCacheAndComputeLoss(itemNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posItemEmbeddings: tf.Tensor2D,
+                            features: Record<string, BatchLike>): tf.Scalar {
+    checkEmbeddings(queryEmbeddings, posItemEmbeddings, 'posItemEmbeddings');
+    checkFeatures(features, this.opts, 'features');
+    return this.run(itemNetwork, queryEmbeddings, posItemEmbeddings, this.cache, (ret) => {
+      const u: SourceUpdate = {
+        manager: this.cacheManager, cache: this.cache, severalSources: false,
+        newEmbeddings: posItemEmbeddings, newFeatures: features,
+      };
+      if (ret) {
+        const name = Object.keys(ret.updatedItemIndices)[0];
+        u.refreshData = ret.updatedItemData[name][this.opts.embeddingKey];
+        u.refreshIndices = ret.updatedItemIndices[name];
+        u.refreshMask = ret.updatedItemMask[name];
+      }
+      return [u];
+    });
+  }
+
+  /** Frees the cache. */
+  dispose(): void { this.cache.dispose(); }
+}
+
+/** Several named sources, one cache each (e.g. one per corpus); masks route refreshed rows to their source. */
+export class MultiCacheLossHandler extends HandlerBase {
+  readonly cacheManagers: Readonly<Record<string, CacheManager>>;
+  readonly caches: Readonly<Record<string, NegativeCache>>;
+
+  constructor(cacheManagers: Record<string, CacheManager>, cacheLoss: CacheLoss, options: CacheLossHandlerOptions) {
+    super(cacheLoss, options);
+    if (cacheManagers === null || typeof cacheManagers !== 'object' || Object.keys(cacheManagers).length === 0) {
+      throw typeError('cacheManagers', 'a non-empty record of CacheManagers', cacheManagers);
+    }
+    const names = Object.keys(cacheManagers).sort();
+    for (const n of names) {
+      const m = cacheManagers[n];
+      if (m === null || typeof m !== 'object' || typeof m.initCache !== 'function') throw typeError(`cacheManagers['${n}']`, 'a CacheManager', m);
+      checkSpecs(m, this.opts, `cacheManagers['${n}']`);
+    }
+    const caches: Record<string, NegativeCache> = {};
+    for (const n of names) caches[n] = cacheManagers[n].initCache();
+    this.cacheManagers = Object.freeze({ ...cacheManagers });
+    this.caches = Object.freeze(caches);
+  }
+
+  /**
+   * The loss over all sources (the positives are posItemEmbeddings), then per
+   * source: refresh its re-embedded negatives (by mask) and insert its new
+   * items {embeddingKey: newItemEmbeddings[source], ...newItemFeatures[source]}.
+   * A source missing from newItemEmbeddings gets no inserts this step.
+   */
+  updateCacheAndComputeLoss(itemNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posItemEmbeddings: tf.Tensor2D,
+                            newItemEmbeddings: Record<string, tf.Tensor2D>,
+                            newItemFeatures: Record<string, Record<string, BatchLike>>): tf.Scalar {
+    checkEmbeddings(queryEmbeddings, posItemEmbeddings, 'posItemEmbeddings');
+    if (newItemEmbeddings === null || typeof newItemEmbeddings !== 'object') {
+      throw typeError('newItemEmbeddings', 'a record of tf.Tensor2D per source', newItemEmbeddings);
+    }
+    if (newItemFeatures === null || typeof newItemFeatures !== 'object') {
+      throw typeError('newItemFeatures', 'a record of features per source', newItemFeatures);
+    }
+    const names = Object.keys(this.caches);
+    for (const n of Object.keys(newItemEmbeddings)) {
+      if (!names.includes(n)) throw rangeError('newItemEmbeddings', `keys among the sources (${names.join(', ')})`, JSON.stringify(n));
+      const e = newItemEmbeddings[n];
+      if (!isTensor(e) || e.shape.length !== 2 || e.shape[1] !== queryEmbeddings.shape[1]) {
+        throw typeError(`newItemEmbeddings['${n}']`, `a tf.Tensor2D [rows, ${queryEmbeddings.shape[1]}]`, e);
+      }
+      checkFeatures(newItemFeatures[n], this.opts, `newItemFeatures['${n}']`);
+    }
+    return this.run(itemNetwork, queryEmbeddings, posItemEmbeddings, this.caches as Record<string, NegativeCache>, (ret) => {
+      const out: SourceUpdate[] = [];
+      for (const n of names) {
+        const hasNew = newItemEmbeddings[n] !== undefined;
+        if (!hasNew && !ret) continue;
+        const u: SourceUpdate = {
+          manager: this.cacheManagers[n], cache: this.caches[n], severalSources: names.length > 1,
+          newEmbeddings: hasNew ? newItemEmbeddings[n] : undefined,
+          newFeatures: hasNew ? newItemFeatures[n] : undefined,
+        };
+        if (ret) {
+          u.refreshData = ret.updatedItemData[n][this.opts.embeddingKey];
+          u.refreshIndices = ret.updatedItemIndices[n];
+          u.refreshMask = ret.updatedItemMask[n];
+        }
+        out.push(u);
+      }
+      return out;
+    });
+  }
+
+  /** Frees every cache. */
+  dispose(): void { for (const c of Object.values(this.caches)) c.dispose(); }
+}
+
+function checkSpecs(manager: CacheManager, o: CommonOptions, argName: string): void {
+  const specs = manager.specs;
+  const e = specs[o.embeddingKey];
+  if (!e || e.dtype !== 'float32') {
+    throw rangeError('options.embeddingKey', `a float32 feature of ${argName}'s specs (${Object.keys(specs).join(', ')})`, JSON.stringify(o.embeddingKey));
+  }
+  for (const k of o.dataKeys) {
+    if (!specs[k]) throw rangeError('options.dataKeys', `features of ${argName}'s specs (${Object.keys(specs).join(', ')})`, JSON.stringify(k));
+  }
+}
+
+function checkFeatures(features: unknown, o: CommonOptions, argName: string): void {
+  if (features === null || typeof features !== 'object' || Array.isArray(features) || isTensor(features)) {
+    throw typeError(argName, `an object with the document features (${o.dataKeys.join(', ')})`, features);
+  }
+  if (o.embeddingKey in (features as object)) {
+    throw typeError(argName, `the features without '${o.embeddingKey}' (the embedding comes from posItemEmbeddings)`, `an object with key '${o.embeddingKey}'`);
+  }
+}
