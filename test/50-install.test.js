@@ -200,6 +200,15 @@ console.log('CHECK-RESULT ' + JSON.stringify(out));
     assert.ok(needed.includes('libc.so.6'), `NEEDED: ${needed}`);
     assert.deepStrictEqual(needed.filter((lib) => !system.test(lib)), [], `NEEDED: ${needed}`);
     assert.ok(!/\((RPATH|RUNPATH)\)/.test(dynamic), 'the prebuild carries an RPATH/RUNPATH');
+    // It loads on Ubuntu 20.04 / Debian 11 class systems (glibc 2.31, libstdc++ of GCC 10):
+    // no symbol version newer than theirs (see native/compat/glibcxx_floor.cc).
+    const versions = run('readelf', ['-V', '-W', prebuiltFile], { cwd: tmp });
+    const newest = (family) => [...versions.matchAll(new RegExp(`Name: ${family}_([0-9.]+)`, 'g'))]
+      .map((m) => m[1].split('.').map(Number))
+      .reduce((a, b) => { for (let i = 0; i < 3; i++) if ((a[i] || 0) !== (b[i] || 0)) return (a[i] || 0) > (b[i] || 0) ? a : b; return a; }, [0]);
+    const atMost = (v, max) => { for (let i = 0; i < 3; i++) if ((v[i] || 0) !== (max[i] || 0)) return (v[i] || 0) < (max[i] || 0); return true; };
+    assert.ok(atMost(newest('GLIBC'), [2, 31]), `needs GLIBC_${newest('GLIBC').join('.')} (> 2.31)`);
+    assert.ok(atMost(newest('GLIBCXX'), [3, 4, 28]), `needs GLIBCXX_${newest('GLIBCXX').join('.')} (> 3.4.28)`);
 
     // Everything but the *_avx2 kernels is baseline x86-64 (SSE2): no VEX/EVEX
     // instruction (AVX mnemonics all start with "v"), no ymm/zmm register.
