@@ -331,7 +331,7 @@ void prepare(const ScoreRequest& req, Prepared& p) {
 
 /// Rows per chunk: a function of N only (outputs must not depend on threads).
 int64_t chunkRowsFor(int64_t n) {
-  int64_t c = (n + 31) / 32;
+  int64_t c = (n + 63) / 64;  // enough chunks to balance threads that finish unevenly
   c = (c + kTileRows - 1) / kTileRows * kTileRows;
   return std::max<int64_t>(8 * kTileRows, std::min<int64_t>(c, 8192));
 }
