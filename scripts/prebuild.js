@@ -86,6 +86,8 @@ async function main() {
   if (staging) fs.mkdirSync(staging, { recursive: true });
   else staging = fs.mkdtempSync(path.join(os.tmpdir(), 'negative-cache-prebuild-'));
   const dir = path.join(opts.out, 'prebuilds', `${process.platform}-${process.arch}`);
+  // A stale binary left here under another name would be shipped (and maybe chosen) too.
+  if (fs.existsSync(dir)) for (const f of fs.readdirSync(dir)) if (f.endsWith('.node')) fs.rmSync(path.join(dir, f));
   try {
     await runPrebuildify(opts, staging);
   } finally {
