@@ -129,6 +129,7 @@ void gemmBlockBase(const float* q, int64_t dim, const float* const* rows, int64_
 }
 
 void sampleTileBase(const SampleTile* t) {
+  if (t->flushOnly) return;  // no queue on this path
   const int64_t nrows = t->nrows;
   for (int64_t i = 0; i < t->qcount; ++i) {
     const int64_t b = t->qbase + i;
@@ -342,6 +343,7 @@ struct Scratch {
   std::vector<float> sb;       // kTileRows x kQueryBlock scores
   std::vector<const float*> rowPtr;
   std::vector<int32_t> rowIdx, rowGroup;
+  PendingDraws pending{};
   void init(const Prepared& p) {
     rowbuf.resize(static_cast<size_t>(kTileRows * p.dim));
     sb.resize(static_cast<size_t>(kTileRows * kQueryBlock));
@@ -521,6 +523,8 @@ void sampleChunk(void* ctx, int64_t c, int slot) {
   t.key = makeKey(job.params);
   t.topk = job.topk.empty() ? nullptr : &job.topk[slot].view;
   const int64_t begin = c * job.chunkRows, end = std::min(p.n, begin + job.chunkRows);
+  t.pending = &sc.pending;
+  t.flushOnly = 0;
   forEachTile(p, *job.ops, false, begin, end, sc, [&](int64_t nrows, int64_t qb) {
     t.nrows = nrows;
     t.qbase = qb;
@@ -529,6 +533,10 @@ void sampleChunk(void* ctx, int64_t c, int slot) {
     t.lseSum = job.lseSum.data() + c * p.bpad + qb;
     job.ops->sampleTile(&t);
   });
+  if (t.mode == 0) {
+    t.flushOnly = 1;
+    job.ops->sampleTile(&t);
+  }
 }
 
 // ---------------------------------------------------------------------------

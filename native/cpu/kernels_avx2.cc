@@ -194,16 +194,7 @@ int boundPass(__m256i w, __m256 d, __m256 t, __m256 marg) {
   return _mm256_movemask_ps(_mm256_cmp_ps(oneMinusU(w), bound, _CMP_NGT_UQ));
 }
 
-/// Sparse candidates (query, column) that passed the score filter, handled
-/// 8 at a time with one Philox call whose lanes are independent counters.
-struct Pending {
-  int32_t j[8];
-  int32_t b[8];
-  float s[8];
-  int n = 0;
-};
-
-void flushPending(const SampleTile* t, Pending& pd) {
+void flushPending(const SampleTile* t, PendingDraws& pd) {
   if (pd.n == 0) return;
   for (int l = pd.n; l < 8; ++l) {
     pd.j[l] = pd.j[0];
@@ -243,7 +234,11 @@ void sampleTileAvx2(const SampleTile* t) {
   const int64_t nrows = t->nrows, bpad = 16;
   const __m256 invTemp = _mm256_set1_ps(t->invTemp);
   TopK* tk = t->topk;
-  Pending pending;
+  if (t->flushOnly) {
+    if (t->pending != nullptr) flushPending(t, *t->pending);
+    return;
+  }
+  PendingDraws& pending = *t->pending;
   for (int64_t h = 0; h < t->qcount; h += 8) {
     const float* sb = t->sb + h;  // this half of the block
     const int64_t b0 = t->qbase + h;
@@ -339,8 +334,6 @@ void sampleTileAvx2(const SampleTile* t) {
       }
       th = loadThresholds(tk->thresh, b0, valid);
     }
-    flushPending(t, pending);
-    th = loadThresholds(tk->thresh, b0, valid);
   }
 }
 

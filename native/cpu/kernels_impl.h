@@ -35,6 +35,16 @@ struct NoiseKey {
   uint32_t k0, k1, c2, c3;
 };
 
+/// Sparse (query, column) pairs that passed the score filter, waiting to be
+/// handled 8 at a time with one Philox call (AVX2 path). Lives per thread
+/// across tiles; flushed when full and at the end of each chunk.
+struct PendingDraws {
+  int32_t j[8];
+  int32_t b[8];
+  float s[8];
+  int32_t n;
+};
+
 /// One scored block (tile rows x one block of kQueryBlock queries) handed to
 /// the sampling epilogue.
 struct SampleTile {
@@ -49,6 +59,8 @@ struct SampleTile {
   float* lseMax;          // [kQueryBlock] running max of the current chunk (this block)
   double* lseSum;         // [kQueryBlock] running sum of exp(S - lseMax)
   TopK* topk;
+  PendingDraws* pending;  // per thread
+  int32_t flushOnly;      // 1: only flush `pending` (end of a chunk)
 };
 
 /// One scored tile handed to the group-max epilogue (topK grouping).
