@@ -14,6 +14,7 @@ const OPTIONS = [
   ['scale', 'float', 20, 'score scale: logits = scale * cosine'],
   ['inv-temp', 'float', 1, 'inverse temperature of the cache draws (Gumbel-max)'],
   ['in-batch-weight', 'float', 0, 'cache recipe: weight of the in-batch cross-entropy added to the cache loss'],
+  ['dedupe', 'flag', false, 'cache recipe: store each lemma once (IsInCacheFilterFn on the ids)'],
   ['lr', 'float', 0.003, 'Adam learning rate'],
   ['backend', 'enum:cpu,wasm', 'wasm', 'tfjs backend'],
   ['cache-backend', 'enum:auto,native,js', 'auto', 'negative-cache backend (cache, score kernels, evaluation)'],

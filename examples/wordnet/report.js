@@ -92,6 +92,29 @@ function recallChart(results, { width = 560, height = 280 } = {}) {
   return g + '</svg>';
 }
 
+/** Recall@10 against training seconds, one labelled point per mode. */
+function timeChart(results, { width = 560, height = 260 } = {}) {
+  const m = { l: 52, r: 16, t: 28, b: 34 };
+  if (results.length === 0) return '';
+  const x1 = Math.max(...results.map((r) => r.trainSeconds)) * 1.1 || 1;
+  const y1 = Math.max(...results.map((r) => r.r10)) * 1.2 || 0.01;
+  const sx = (x) => m.l + x / x1 * (width - m.l - m.r);
+  const sy = (y) => height - m.b - y / y1 * (height - m.t - m.b);
+  let g = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="recall against time">`;
+  g += `<text x="${m.l}" y="18" class="title">Recall@10 against training seconds (up and left is better)</text>`;
+  for (const t of niceTicks(0, y1)) g += `<line x1="${m.l}" x2="${width - m.r}" y1="${sy(t)}" y2="${sy(t)}" class="grid"/><text x="${m.l - 6}" y="${sy(t) + 4}" class="tick" text-anchor="end">${t}</text>`;
+  for (const t of niceTicks(0, x1, 6)) g += `<text x="${sx(t)}" y="${height - m.b + 16}" class="tick" text-anchor="middle">${t}</text>`;
+  g += `<text x="${(m.l + width - m.r) / 2}" y="${height - 4}" class="axis" text-anchor="middle">training seconds (warm-up included)</text>`;
+  g += `<rect x="${m.l}" y="${m.t}" width="${width - m.l - m.r}" height="${height - m.t - m.b}" class="frame"/>`;
+  for (const r of results) {
+    const x = sx(r.trainSeconds), y = sy(r.r10);
+    g += `<circle cx="${x}" cy="${y}" r="6" fill="${COLORS[r.mode] || '#333'}"><title>${esc(LABELS[r.mode] || r.mode)}</title></circle>`;
+    const left = x > m.l + 0.55 * (width - m.l - m.r);
+    g += `<text x="${left ? x - 9 : x + 9}" y="${y + 4}" class="val" text-anchor="${left ? 'end' : 'start'}">${esc(LABELS[r.mode] || r.mode)} ${r.r10.toFixed(3)}</text>`;
+  }
+  return g + '</svg>';
+}
+
 function legend(names) {
   return `<div class="legend">${names.map((n) => `<span><i style="background:${COLORS[n] || '#333'}"></i>${esc(LABELS[n] || n)}</span>`).join('')}</div>`;
 }
@@ -129,9 +152,10 @@ recipe k=${config.k}, inverse temperature ${config.invTemp}, in-batch weight ${c
 </div>
 <p>${legend(Object.keys(curves))}</p>
 <div class="grid2">
-<div class="card">${lineChart('Training loss', series('loss'), { yLabel: 'loss' })}</div>
+<div class="card">${lineChart('Training loss (in-batch: cross-entropy; cache: surrogate)', series('loss'), { yLabel: 'loss' })}</div>
 <div class="card">${lineChart('Interpretable loss  −log p(positive | cache)', series('interpretable'), { yLabel: 'nats' })}</div>
 <div class="card">${lineChart('Staleness of the drawn negatives  |E − e|² / |e|²', series('staleness'), { yLabel: 'relative error' })}</div>
+<div class="card">${timeChart(results)}</div>
 </div>
 </body></html>
 `;

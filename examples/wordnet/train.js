@@ -83,6 +83,7 @@ async function main() {
       embeddingKey: 'embedding', dataKeys: ['ids'],
       inBatchWeight: reference ? 0 : opts.inBatchWeight,
       warmupSteps: reference ? 0 : warmupSteps,
+      dedupe: !reference && opts.dedupe,
     });
   };
 
@@ -146,7 +147,8 @@ async function main() {
   const curves = {};
   const emit = (mode, run, recall, extra) => {
     const r = {
-      mode, steps: run.steps, batch: B, cacheSize: opts.cacheSize, ...recall,
+      mode, steps: run.steps, batch: B, cacheSize: opts.cacheSize,
+      r1: +recall.r1.toFixed(4), r10: +recall.r10.toFixed(4), r100: +recall.r100.toFixed(4),
       trainSeconds: +run.seconds.toFixed(2), stepsPerSecond: +(run.steps / Math.max(run.seconds, 1e-9)).toFixed(2), ...extra,
     };
     results.push(r);
