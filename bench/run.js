@@ -160,7 +160,7 @@ async function timeImpl(impl, o) {
   h.dispose();
   const addon = loadAddon();
   return {
-    impl, n: o.n, d: o.d, b: o.b, topK: o.topK, numNegatives: o.numNegatives, storage: o.storage,
+    impl, n: o.n, d: o.d, b: o.b, topK: o.topK, numNegatives: o.numNegatives, storage: o.storage, scale: o.scale,
     threads: o.threads || require('os').cpus().length, runs,
     median_ms: +median(ts).toFixed(3), min_ms: +Math.min(...ts).toFixed(3),
     ...(impl === 'native' && addon ? { avx2: addon.cpuFeatures().usingAvx2 } : {}),
@@ -212,7 +212,7 @@ function torchPeer(o) {
 }
 
 function printTable(rows) {
-  const cols = ['impl', 'n', 'd', 'b', 'topK', 'numNegatives', 'storage', 'threads', 'median_ms', 'min_ms', 'extra_rss_mb'];
+  const cols = ['impl', 'n', 'd', 'b', 'topK', 'numNegatives', 'storage', 'scale', 'threads', 'median_ms', 'min_ms', 'extra_rss_mb'];
   const present = cols.filter((c) => rows.some((r) => r[c] !== undefined));
   const cell = (r, c) => (r[c] === undefined ? '' : `${r[c]}`);
   const w = present.map((c) => Math.max(c.length, ...rows.map((r) => cell(r, c).length)));
@@ -233,6 +233,7 @@ async function compare(o, emit) {
   const bf16 = add(await timeImpl('native', { ...base, storage: 'bfloat16' }), 'native bf16');
   const topk = add(await timeImpl('native', { ...base, topK: 64 }), 'native topK=64');
   const negs = add(await timeImpl('native', { ...base, numNegatives: 32 }), 'native numNegatives=32');
+  const dense = add(await timeImpl('native', { ...base, scale: 1 }), 'native scale=1');
   const one = add(await timeImpl('native', { ...base, threads: 1 }), 'native 1 thread');
   const two = add(await timeImpl('native', { ...base, threads: 2 }), 'native 2 threads');
   const perRow = [];
@@ -258,6 +259,7 @@ async function compare(o, emit) {
     native_over_torch_gemm: ratio(f32.median_ms, tGemm && tGemm.median_ms), target_native_over_torch_gemm: 1.25,
     f16_over_f32: ratio(f16.median_ms, f32.median_ms), bf16_over_f32: ratio(bf16.median_ms, f32.median_ms), target_half_over_f32: 1.0,
     topk64_over_base: ratio(topk.median_ms, f32.median_ms), negatives32_over_base: ratio(negs.median_ms, f32.median_ms), target_extra: 1.1,
+    scale1_over_base: ratio(dense.median_ms, f32.median_ms),
     two_thread_speedup: ratio(one.median_ms, two.median_ms), target_speedup: 1.8,
     ns_per_row: Object.fromEntries(perRow.map((r) => [`2^${Math.log2(r.n)}`, r.ns_per_row])),
     ns_per_row_max_over_min: ratio(Math.max(...rowsPerN), Math.min(...rowsPerN)),
