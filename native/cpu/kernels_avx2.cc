@@ -123,29 +123,43 @@ __m256 exp256(__m256 x) {
 inline void mulhilo8(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
   const __m256i even = _mm256_mul_epu32(a, m);
   const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  lo = _mm256_mullo_epi32(a, m);
   hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
 }
 
+/// The 10 round keys and the call words of one call, broadcast once.
+struct RoundKeys {
+  __m256i k0[10], k1[10];
+  __m256i c2, c3;
+};
+
+void makeRoundKeys(const NoiseKey& key, RoundKeys& rk) {
+  uint32_t k0 = key.k0, k1 = key.k1;
+  for (int round = 0; round < 10; ++round) {
+    rk.k0[round] = _mm256_set1_epi32(static_cast<int>(k0));
+    rk.k1[round] = _mm256_set1_epi32(static_cast<int>(k1));
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  rk.c2 = _mm256_set1_epi32(static_cast<int>(key.c2));
+  rk.c3 = _mm256_set1_epi32(static_cast<int>(key.c3));
+}
+
 /// words[i] lane l = philox(counter (c0[l], c1[l], call), key).v[i].
-void philox8v(__m256i c0, __m256i c1, const NoiseKey& key, __m256i words[4]) {
+void philox8v(__m256i c0, __m256i c1, const RoundKeys& rk, __m256i words[4]) {
   const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
   const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
-  __m256i c2 = _mm256_set1_epi32(static_cast<int>(key.c2));
-  __m256i c3 = _mm256_set1_epi32(static_cast<int>(key.c3));
-  uint32_t k0 = key.k0, k1 = key.k1;
+  __m256i c2 = rk.c2, c3 = rk.c3;
   for (int round = 0; round < 10; ++round) {
     __m256i hi0, lo0, hi1, lo1;
     mulhilo8(c0, m0, hi0, lo0);
     mulhilo8(c2, m1, hi1, lo1);
-    const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
-    const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
+    const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), rk.k0[round]);
+    const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), rk.k1[round]);
     c0 = n0;
     c1 = lo1;
     c2 = n2;
     c3 = lo0;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
   }
   words[0] = c0;
   words[1] = c1;
@@ -154,10 +168,10 @@ void philox8v(__m256i c0, __m256i c1, const NoiseKey& key, __m256i words[4]) {
 }
 
 /// words[i] lane l = philox(col block `blk`, row rowBase + l, call, key).v[i].
-void philox8(uint32_t blk, uint32_t rowBase, const NoiseKey& key, __m256i words[4]) {
+void philox8(uint32_t blk, uint32_t rowBase, const RoundKeys& rk, __m256i words[4]) {
   philox8v(_mm256_set1_epi32(static_cast<int>(blk)),
            _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(rowBase)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
-           key, words);
+           rk, words);
 }
 
 // --- sampling epilogue ---------------------------------------------------------
@@ -188,13 +202,24 @@ __m256 oneMinusU(__m256i w) {
 }
 
 /// Lanes whose noise may lift d above t: G = -log(-log u) <= -log(1 - u), so
-/// a lane cannot reach t when 1 - u > exp(d - t + margin).
-int boundPass(__m256i w, __m256 d, __m256 t, __m256 marg) {
-  const __m256 bound = exp256(_mm256_add_ps(_mm256_sub_ps(d, t), marg));
+/// a lane cannot reach t when 1 - u > bound = exp(d - t + margin).
+int boundPassWith(__m256i w, __m256 bound) {
   return _mm256_movemask_ps(_mm256_cmp_ps(oneMinusU(w), bound, _CMP_NGT_UQ));
 }
+int boundPass(__m256i w, __m256 d, __m256 t, __m256 marg) {
+  return boundPassWith(w, exp256(_mm256_add_ps(_mm256_sub_ps(d, t), marg)));
+}
 
-void flushPending(const SampleTile* t, PendingDraws& pd) {
+/// exp(M - t + margin) per lane for reusing exp(s - M) of the lse pass as the
+/// bound (invTemp = 1); usable only where M - t + margin < 80 on every lane
+/// (no clamping in exp256, so the product is never below the true bound).
+int boundScale(__m256 M, const LaneThresholds& th, int validMask, __m256& scale) {
+  const __m256 x = _mm256_add_ps(_mm256_sub_ps(M, th.t), th.marg);
+  scale = exp256(x);
+  return (_mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_set1_ps(80.0f), _CMP_LT_OQ)) & validMask) == validMask;
+}
+
+void flushPending(const SampleTile* t, const RoundKeys& rk, PendingDraws& pd) {
   if (pd.n == 0) return;
   for (int l = pd.n; l < 8; ++l) {
     pd.j[l] = pd.j[0];
@@ -205,7 +230,7 @@ void flushPending(const SampleTile* t, PendingDraws& pd) {
   const __m256i jv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.j));
   const __m256i bv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.b));
   __m256i words[4];
-  philox8v(_mm256_srli_epi32(jv, 2), bv, t->key, words);
+  philox8v(_mm256_srli_epi32(jv, 2), bv, rk, words);
   const __m256 bit0 = _mm256_castsi256_ps(_mm256_slli_epi32(jv, 31));
   const __m256 bit1 = _mm256_castsi256_ps(_mm256_slli_epi32(jv, 30));
   const __m256 w01 = _mm256_blendv_ps(_mm256_castsi256_ps(words[0]), _mm256_castsi256_ps(words[1]), bit0);
@@ -234,8 +259,10 @@ void sampleTileAvx2(const SampleTile* t) {
   const int64_t nrows = t->nrows, bpad = 16;
   const __m256 invTemp = _mm256_set1_ps(t->invTemp);
   TopK* tk = t->topk;
+  RoundKeys rk;
+  if (t->mode == 0) makeRoundKeys(t->key, rk);
   if (t->flushOnly) {
-    if (t->pending != nullptr) flushPending(t, *t->pending);
+    if (t->pending != nullptr && t->mode == 0) flushPending(t, rk, *t->pending);
     return;
   }
   PendingDraws& pending = *t->pending;
@@ -259,9 +286,12 @@ void sampleTileAvx2(const SampleTile* t) {
     __m256 sum = _mm256_setzero_ps();
     __m256 anyPass = _mm256_setzero_ps();
     uint8_t passBits[kTileRows];
+    alignas(32) float ex[kTileRows * 8];  // exp(s - newM), reused by the noise bound
     for (int64_t r = 0; r < nrows; ++r) {
       const __m256 s = _mm256_loadu_ps(sb + r * bpad);
-      sum = _mm256_add_ps(sum, exp256(_mm256_sub_ps(s, newM)));
+      const __m256 e = exp256(_mm256_sub_ps(s, newM));
+      _mm256_store_ps(ex + r * 8, e);
+      sum = _mm256_add_ps(sum, e);
       const __m256 p = _mm256_cmp_ps(_mm256_mul_ps(s, mul), passAt, _CMP_GE_OQ);
       anyPass = _mm256_or_ps(anyPass, p);
       passBits[r] = static_cast<uint8_t>(_mm256_movemask_ps(p));
@@ -296,6 +326,9 @@ void sampleTileAvx2(const SampleTile* t) {
     uint32_t lastBlock = 0;
     bool haveBlock = false;
     __m256i words[4];
+    const bool reuseExp = t->invTemp == 1.0f;
+    __m256 scale = _mm256_setzero_ps();
+    bool fast = reuseExp && boundScale(newM, th, validMask, scale);
     for (int64_t r = 0; r < nrows; ++r) {
       if ((passBits[r] & validMask) == 0) continue;
       const __m256 s = _mm256_loadu_ps(sb + r * bpad);
@@ -313,17 +346,18 @@ void sampleTileAvx2(const SampleTile* t) {
           pending.j[pending.n] = static_cast<int32_t>(j);
           pending.b[pending.n] = static_cast<int32_t>(b0 + l);
           pending.s[pending.n] = sb[r * bpad + l];
-          if (++pending.n == 8) flushPending(t, pending);
+          if (++pending.n == 8) flushPending(t, rk, pending);
         }
         continue;
       }
       if (!sameBlock) {
-        philox8(j >> 2, static_cast<uint32_t>(b0), t->key, words);
+        philox8(j >> 2, static_cast<uint32_t>(b0), rk, words);
         lastBlock = j >> 2;
         haveBlock = true;
       }
       const __m256i w = words[j & 3];
-      int bits = pass & boundPass(w, d, th.t, th.marg);
+      int bits = pass & (fast ? boundPassWith(w, _mm256_mul_ps(_mm256_load_ps(ex + r * 8), scale))
+                              : boundPass(w, d, th.t, th.marg));
       if (bits == 0) continue;
       alignas(32) uint32_t wl[8];
       _mm256_store_si256(reinterpret_cast<__m256i*>(wl), w);
@@ -333,6 +367,7 @@ void sampleTileAvx2(const SampleTile* t) {
         offerGumbel(tk, b0 + l, static_cast<int32_t>(j), sb[r * bpad + l], t->invTempD, wl[l]);
       }
       th = loadThresholds(tk->thresh, b0, valid);
+      fast = reuseExp && boundScale(newM, th, validMask, scale);
     }
   }
 }
