@@ -340,7 +340,7 @@ export class CacheLossHandler extends HandlerBase {
   updateCacheAndComputeLoss(itemNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posItemEmbeddings: tf.Tensor2D,
                             features: Record<string, BatchLike>): tf.Scalar {
     checkEmbeddings(queryEmbeddings, posItemEmbeddings, 'posItemEmbeddings');
-    checkFeatures(features, this.opts, 'features');
+    checkFeatures(features, this.cacheManager, this.opts, 'features');
     return this.run(itemNetwork, queryEmbeddings, posItemEmbeddings, this.cache, (ret) => {
       const u: SourceUpdate = {
         manager: this.cacheManager, cache: this.cache, severalSources: false,
@@ -405,7 +405,7 @@ export class MultiCacheLossHandler extends HandlerBase {
       if (!isTensor(e) || e.shape.length !== 2 || e.shape[1] !== queryEmbeddings.shape[1]) {
         throw typeError(`newItemEmbeddings['${n}']`, `a tf.Tensor2D [rows, ${queryEmbeddings.shape[1]}]`, e);
       }
-      checkFeatures(newItemFeatures[n], this.opts, `newItemFeatures['${n}']`);
+      checkFeatures(newItemFeatures[n], this.cacheManagers[n], this.opts, `newItemFeatures['${n}']`);
     }
     return this.run(itemNetwork, queryEmbeddings, posItemEmbeddings, this.caches as Record<string, NegativeCache>, (ret) => {
       const out: SourceUpdate[] = [];
@@ -443,11 +443,17 @@ function checkSpecs(manager: CacheManager, o: CommonOptions, argName: string): v
   }
 }
 
-function checkFeatures(features: unknown, o: CommonOptions, argName: string): void {
+function checkFeatures(features: unknown, manager: CacheManager, o: CommonOptions, argName: string): void {
+  const want = Object.keys(manager.specs).filter((k) => k !== o.embeddingKey).sort();
   if (features === null || typeof features !== 'object' || Array.isArray(features) || isTensor(features)) {
-    throw typeError(argName, `an object with the document features (${o.dataKeys.join(', ')})`, features);
+    throw typeError(argName, `an object with the document features (${want.join(', ')})`, features);
   }
   if (o.embeddingKey in (features as object)) {
     throw typeError(argName, `the features without '${o.embeddingKey}' (the embedding comes from posItemEmbeddings)`, `an object with key '${o.embeddingKey}'`);
+  }
+  // Checked before the loss runs, so that a call rejected here changes nothing.
+  const got = Object.keys(features as object).sort();
+  if (got.length !== want.length || got.some((k, i) => k !== want[i])) {
+    throw rangeError(argName, `an object with exactly the keys ${want.join(', ')}`, `keys ${got.join(', ') || '(none)'}`);
   }
 }
