@@ -44,19 +44,24 @@ class Towers {
     const tf = this.tf;
     const [rows, length] = ids.shape;
     const values = ids.dataSync();
-    const flat = [];
-    const segments = [];
+    let entries = 0;
     const weights = new Float32Array(rows);
     for (let r = 0; r < rows; r++) {
       let count = 0;
-      for (let l = 0; l < length; l++) {
-        const id = values[r * length + l];
-        if (id !== 0) { flat.push(id); segments.push(r); count++; }
-      }
-      if (count === 0) { flat.push(0); segments.push(r); }  // keeps the row; weight 0 zeroes it
+      for (let l = r * length, end = l + length; l < end; l++) if (values[l] !== 0) count++;
       weights[r] = count === 0 ? 0 : 1 / count;
+      entries += Math.max(count, 1);
     }
-    const width = table.shape[1];
+    const flat = new Int32Array(entries);       // id 0 stands in for an empty row; its weight 0 zeroes it
+    const segments = new Int32Array(entries);
+    let e = 0;
+    for (let r = 0; r < rows; r++) {
+      const start = e;
+      for (let l = r * length, end = l + length; l < end; l++) {
+        if (values[l] !== 0) { flat[e] = values[l]; segments[e] = r; e++; }
+      }
+      if (e === start) { segments[e] = r; e++; }
+    }
     const flatIds = tf.tensor1d(flat, 'int32');
     const segmentIds = tf.tensor1d(segments, 'int32');
     const sumRows = tf.customGrad((t, save) => {

@@ -186,7 +186,7 @@ async function main() {
     curves.cache = run.curve;
     const recall = evaluate('cache', warm.model);
     emit('cache', { steps: warm.run.steps + run.steps, seconds: warm.run.seconds + run.seconds }, recall,
-      { warmupSteps: warm.run.steps, k: opts.k, scale: opts.scale, invTemp: opts.invTemp, inBatchWeight: opts.inBatchWeight });
+      { warmupSteps: warm.run.steps, continuationSeconds: +run.seconds.toFixed(2), k: opts.k, scale: opts.scale, invTemp: opts.invTemp, inBatchWeight: opts.inBatchWeight });
   }
 
   // ---- in-batch continuation: at equal steps, and at the cache recipe's wall time
