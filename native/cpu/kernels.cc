@@ -22,6 +22,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "kernels.h"
 #include "kernels_impl.h"
 #include "rng.h"
@@ -112,6 +116,44 @@ void convertRowBase(const void* src, int32_t storage, int64_t n, float* dst) {
   }
 }
 
+#if defined(__SSE2__)
+// 2 rows x 16 queries with SSE2 (8 accumulators), multiply then add.
+void gemmBlockBase(const float* q, int64_t dim, const float* const* rows, int64_t nrows, float scale,
+                   float* sb) {
+  const __m128 vscale = _mm_set1_ps(scale);
+  for (int64_t r = 0; r < nrows; r += 2) {
+    const float* e0 = rows[r];
+    const float* e1 = rows[r + 1 < nrows ? r + 1 : r];
+    __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps(), a2 = _mm_setzero_ps(), a3 = _mm_setzero_ps();
+    __m128 b0 = _mm_setzero_ps(), b1 = _mm_setzero_ps(), b2 = _mm_setzero_ps(), b3 = _mm_setzero_ps();
+    for (int64_t d = 0; d < dim; ++d) {
+      const float* qd = q + d * kQueryBlock;
+      const __m128 q0 = _mm_loadu_ps(qd), q1 = _mm_loadu_ps(qd + 4);
+      const __m128 q2 = _mm_loadu_ps(qd + 8), q3 = _mm_loadu_ps(qd + 12);
+      const __m128 x = _mm_set1_ps(e0[d]), y = _mm_set1_ps(e1[d]);
+      a0 = _mm_add_ps(a0, _mm_mul_ps(x, q0));
+      a1 = _mm_add_ps(a1, _mm_mul_ps(x, q1));
+      a2 = _mm_add_ps(a2, _mm_mul_ps(x, q2));
+      a3 = _mm_add_ps(a3, _mm_mul_ps(x, q3));
+      b0 = _mm_add_ps(b0, _mm_mul_ps(y, q0));
+      b1 = _mm_add_ps(b1, _mm_mul_ps(y, q1));
+      b2 = _mm_add_ps(b2, _mm_mul_ps(y, q2));
+      b3 = _mm_add_ps(b3, _mm_mul_ps(y, q3));
+    }
+    float* o = sb + r * kQueryBlock;
+    _mm_storeu_ps(o, _mm_mul_ps(a0, vscale));
+    _mm_storeu_ps(o + 4, _mm_mul_ps(a1, vscale));
+    _mm_storeu_ps(o + 8, _mm_mul_ps(a2, vscale));
+    _mm_storeu_ps(o + 12, _mm_mul_ps(a3, vscale));
+    if (r + 1 < nrows) {
+      _mm_storeu_ps(o + 16, _mm_mul_ps(b0, vscale));
+      _mm_storeu_ps(o + 20, _mm_mul_ps(b1, vscale));
+      _mm_storeu_ps(o + 24, _mm_mul_ps(b2, vscale));
+      _mm_storeu_ps(o + 28, _mm_mul_ps(b3, vscale));
+    }
+  }
+}
+#else
 void gemmBlockBase(const float* q, int64_t dim, const float* const* rows, int64_t nrows, float scale,
                    float* sb) {
   for (int64_t r = 0; r < nrows; ++r) {
@@ -127,6 +169,7 @@ void gemmBlockBase(const float* q, int64_t dim, const float* const* rows, int64_
     for (int k = 0; k < kQueryBlock; ++k) out[k] = scale * acc[k];
   }
 }
+#endif
 
 void sampleTileBase(const SampleTile* t) {
   if (t->flushOnly) return;  // no queue on this path
