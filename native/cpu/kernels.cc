@@ -2,14 +2,15 @@
 // (SSE2) tile functions. The AVX2/FMA/F16C tile functions are in
 // kernels_avx2.cc and are chosen at run time (see usingAvx2()).
 //
-// Work layout: the concatenated index space [0, N) is cut into chunks whose
-// boundaries depend only on N (never on the thread count); threads take chunks
-// from an atomic counter. Within a chunk, candidate rows are gathered into
-// tiles of kTileRows rows, scored against all queries (a kTileRows x batch
-// block, never B x N), and the tile goes through an epilogue: per-chunk
-// running max / sum for the logsumexp, and per-thread k-best lists for the
-// draws. The per-chunk lse partials are combined in chunk order and the
-// k-best lists are exact under a total order, so every output is the same
+// Work layout: the concatenated index space [0, N) is cut into ~64 chunks
+// whose boundaries depend only on N (never on the thread count); threads of a
+// persistent pool take chunks from an atomic counter. Within a chunk,
+// candidate rows are gathered into tiles of kTileRows rows; each tile is
+// scored against one block of kQueryBlock queries at a time (a 24 x 16 block
+// that stays in L1, never B x N) and the block goes through an epilogue:
+// per-chunk running max / sum for the logsumexp, and per-thread k-best lists
+// for the draws. The per-chunk lse partials are combined in chunk order and
+// the k-best lists are exact under a total order, so every output is the same
 // for any number of threads.
 #include <algorithm>
 #include <atomic>
