@@ -127,7 +127,7 @@ export class IsInCacheFilterFn {
     return out;
   }
 
-  /** For each new item, a cache row holding exactly its values (the smallest such row when several do), or -1. */
+  /** For each new item, a cache row holding exactly its values (one of them when several do), or -1. */
   lookup(cache: NegativeCache, newItems: Record<string, BatchLike>): Int32Array {
     const { contents } = this.contents(cache, newItems);
     const index = this.indexOf(cache);

@@ -10,7 +10,7 @@ const OPTIONS = [
   ['warmup', 'int', 900, 'in-batch warm-up steps shared by in-batch, in-batch-time and cache (the cache is filled meanwhile)'],
   ['batch', 'int', 64, 'batch size (queries and positive lemmas per step)'],
   ['cache-size', 'int', 4096, 'negative cache rows'],
-  ['k', 'int', 16, 'negatives drawn per query by the cache recipe (numNegatives)'],
+  ['k', 'int', 8, 'negatives drawn per query by the cache recipe (numNegatives)'],
   ['scale', 'float', 20, 'score scale: logits = scale * cosine'],
   ['inv-temp', 'float', 1, 'inverse temperature of the cache draws (Gumbel-max)'],
   ['in-batch-weight', 'float', 0, 'cache recipe: weight of the in-batch cross-entropy added to the cache loss'],

@@ -35,7 +35,7 @@ function niceTicks(lo, hi, count = 5) {
 
 /** A line chart: series [{name, points: [{x, y}]}]. */
 function lineChart(title, series, { width = 560, height = 260, yLabel = '' } = {}) {
-  const m = { l: 52, r: 12, t: 28, b: 34 };
+  const m = { l: 52, r: 20, t: 28, b: 34 };
   const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.y));
   if (all.length === 0) return `<svg width="${width}" height="${height}" role="img"><text x="10" y="20">${esc(title)}: no data</text></svg>`;
   const xs = all.map((p) => p.x), ys = all.map((p) => p.y);
@@ -106,11 +106,18 @@ function timeChart(results, { width = 560, height = 260 } = {}) {
   for (const t of niceTicks(0, x1, 6)) g += `<text x="${sx(t)}" y="${height - m.b + 16}" class="tick" text-anchor="middle">${t}</text>`;
   g += `<text x="${(m.l + width - m.r) / 2}" y="${height - 4}" class="axis" text-anchor="middle">training seconds (warm-up included)</text>`;
   g += `<rect x="${m.l}" y="${m.t}" width="${width - m.l - m.r}" height="${height - m.t - m.b}" class="frame"/>`;
-  for (const r of results) {
-    const x = sx(r.trainSeconds), y = sy(r.r10);
+  // Labels: stacked 13 px apart where points are close, so they never overlap.
+  const placed = results.map((r) => ({ r, x: sx(r.trainSeconds), y: sy(r.r10) })).sort((a, b) => a.y - b.y);
+  let lastY = -Infinity;
+  for (const p of placed) {
+    p.ly = Math.max(p.y + 4, lastY + 13);
+    lastY = p.ly;
+  }
+  for (const p of placed) {
+    const { r, x, y } = p;
     g += `<circle cx="${x}" cy="${y}" r="6" fill="${COLORS[r.mode] || '#333'}"><title>${esc(LABELS[r.mode] || r.mode)}</title></circle>`;
     const left = x > m.l + 0.55 * (width - m.l - m.r);
-    g += `<text x="${left ? x - 9 : x + 9}" y="${y + 4}" class="val" text-anchor="${left ? 'end' : 'start'}">${esc(LABELS[r.mode] || r.mode)} ${r.r10.toFixed(3)}</text>`;
+    g += `<text x="${left ? x - 10 : x + 10}" y="${p.ly}" class="val" text-anchor="${left ? 'end' : 'start'}">${esc(LABELS[r.mode] || r.mode)} ${r.r10.toFixed(3)}</text>`;
   }
   return g + '</svg>';
 }
