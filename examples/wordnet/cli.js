@@ -6,8 +6,8 @@ const MODES = ['in-batch', 'in-batch-time', 'cache', 'reference'];
 
 const OPTIONS = [
   // name, type, default, help
-  ['steps', 'int', 600, 'training steps after the warm-up (every mode; the reference runs warmup+steps from scratch)'],
-  ['warmup', 'int', 900, 'in-batch warm-up steps shared by in-batch, in-batch-time and cache (the cache is filled meanwhile)'],
+  ['steps', 'int', 1000, 'training steps after the warm-up (every mode; the reference runs warmup+steps from scratch)'],
+  ['warmup', 'int', 1200, 'in-batch warm-up steps shared by in-batch, in-batch-time and cache (the cache is filled meanwhile)'],
   ['batch', 'int', 64, 'batch size (queries and positive lemmas per step)'],
   ['cache-size', 'int', 4096, 'negative cache rows'],
   ['k', 'int', 8, 'negatives drawn per query by the cache recipe (numNegatives)'],
