@@ -142,6 +142,7 @@ async function main() {
   const snapshotOptimizer = async (optimizer) => (await optimizer.getWeights()).map((w) => ({ name: w.name, tensor: tf.clone(w.tensor) }));
 
   const modes = opts.modes;
+  if (modes.includes('in-batch-time') && !modes.includes('cache')) log('in-batch-time needs the cache mode (its time budget): skipped');
   const wantsWarm = modes.some((m) => m !== 'reference');
   const results = [];
   const curves = {};
@@ -232,7 +233,7 @@ async function main() {
     const optimizer = tf.train.adam(opts.lr);
     const sampler = new PairSampler(trainRows, B, opts.seed);
     const handler = newHandler('reference', 0);
-    const total = (wantsWarm ? opts.warmup : 0) + opts.steps;
+    const total = opts.warmup + opts.steps;   // as many steps as the other modes, all with the reference loss
     const run = trainLoop('reference cache', model, optimizer, sampler, handler, total);
     curves.reference = run.curve;
     emit('reference', run, evaluate('reference', model), { k: 1, scoreEmptyRows: true });
