@@ -16,7 +16,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { NegativeCache } from './cache';
 import type { BatchLike, CacheManager } from './cache_manager';
-import { isTensor } from './convert';
+import { isTensor, toRows } from './convert';
 import { describe, rangeError, typeError } from './errors';
 import { IsInCacheFilterFn } from './filter';
 import type { CacheLoss, CacheLossReturn, DocNetwork } from './loss';
@@ -340,7 +340,7 @@ export class CacheLossHandler extends HandlerBase {
   updateCacheAndComputeLoss(itemNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posItemEmbeddings: tf.Tensor2D,
                             features: Record<string, BatchLike>): tf.Scalar {
     checkEmbeddings(queryEmbeddings, posItemEmbeddings, 'posItemEmbeddings');
-    checkFeatures(features, this.cacheManager, this.opts, 'features');
+    checkFeatures(features, this.cacheManager, this.opts, 'features', posItemEmbeddings.shape[0]);
     return this.run(itemNetwork, queryEmbeddings, posItemEmbeddings, this.cache, (ret) => {
       const u: SourceUpdate = {
         manager: this.cacheManager, cache: this.cache, severalSources: false,
@@ -405,7 +405,7 @@ export class MultiCacheLossHandler extends HandlerBase {
       if (!isTensor(e) || e.shape.length !== 2 || e.shape[1] !== queryEmbeddings.shape[1]) {
         throw typeError(`newItemEmbeddings['${n}']`, `a tf.Tensor2D [rows, ${queryEmbeddings.shape[1]}]`, e);
       }
-      checkFeatures(newItemFeatures[n], this.cacheManagers[n], this.opts, `newItemFeatures['${n}']`);
+      checkFeatures(newItemFeatures[n], this.cacheManagers[n], this.opts, `newItemFeatures['${n}']`, e.shape[0]);
     }
     return this.run(itemNetwork, queryEmbeddings, posItemEmbeddings, this.caches as Record<string, NegativeCache>, (ret) => {
       const out: SourceUpdate[] = [];
@@ -443,7 +443,7 @@ function checkSpecs(manager: CacheManager, o: CommonOptions, argName: string): v
   }
 }
 
-function checkFeatures(features: unknown, manager: CacheManager, o: CommonOptions, argName: string): void {
+function checkFeatures(features: unknown, manager: CacheManager, o: CommonOptions, argName: string, rows: number): void {
   const want = Object.keys(manager.specs).filter((k) => k !== o.embeddingKey).sort();
   if (features === null || typeof features !== 'object' || Array.isArray(features) || isTensor(features)) {
     throw typeError(argName, `an object with the document features (${want.join(', ')})`, features);
@@ -456,4 +456,7 @@ function checkFeatures(features: unknown, manager: CacheManager, o: CommonOption
   if (got.length !== want.length || got.some((k, i) => k !== want[i])) {
     throw rangeError(argName, `an object with exactly the keys ${want.join(', ')}`, `keys ${got.join(', ') || '(none)'}`);
   }
+  // Shapes and row counts too (one row per positive document): batch-sized work.
+  const f = features as Record<string, unknown>;
+  for (const k of want) toRows(`${argName}.${k}`, f[k], manager.specs[k], rows);
 }
