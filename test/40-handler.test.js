@@ -172,6 +172,7 @@ describe('CacheLossHandler', () => {
         assert.throws(() => handler.updateCacheAndComputeLoss(identity, q, q, null), /features/);
         assert.throws(() => handler.updateCacheAndComputeLoss(identity, q, q, { data: [[1], [2]], embedding: [[1], [2]] }), /features/);
         assert.throws(() => handler.updateCacheAndComputeLoss(identity, q, q, { other: [[1], [2]] }), /features must be an object with exactly the keys data/);
+        assert.throws(() => handler.updateCacheAndComputeLoss(identity, q, q, { data: [[1], [2], [3]] }), /features\.data must be 2 rows; got 3 rows/);
         assert.strictEqual(loss.calls, 0, 'a rejected call does not run the loss');
         assert.strictEqual(handler.step, 0);
         assert.strictEqual(handler.cache.readFilled().reduce((a, v) => a + v, 0), 0);
