@@ -1,7 +1,7 @@
-/** The native cache store: a StoreBackend over the addon's CacheStore handle. */
+/** The native cache store: a StoreBackend over an addon CacheStore handle (shared with the CUDA store). */
 import type { BackendName, ColumnLayout, PackedUpdate, StoreBackend } from '../backend';
 import { NegativeCacheError } from '../errors';
-import type { NativeAddon, NativeStoreHandle } from './addon';
+import type { NativeAddon, NativeColumn, NativeStoreHandle } from './addon';
 
 const STORAGE_CODE: Record<ColumnLayout['storage'], number> = { float32: 0, float16: 1, bfloat16: 2, int32: 3 };
 
@@ -18,20 +18,29 @@ export function callNative<T>(fn: () => T): T {
   }
 }
 
-export class NativeCacheStore implements StoreBackend {
-  readonly kind: BackendName = 'native';
+/** An addon cache-store constructor: addon.CacheStore, or addon.cuda.CacheStore. */
+export type NativeStoreCtor = new (columns: NativeColumn[], size: number) => NativeStoreHandle;
+
+/**
+ * A StoreBackend over an addon cache-store handle; the CPU store
+ * (NativeCacheStore) and the CUDA store (src/cuda/cache_store.ts) differ only
+ * in their kind and the handle constructor.
+ */
+export class HandleCacheStore implements StoreBackend {
+  readonly kind: BackendName;
   readonly size: number;
   readonly columns: readonly ColumnLayout[];
-  /** The addon handle (for the native kernels binding). */
+  /** The addon handle (for the kernels binding of the same kind). */
   readonly handle: NativeStoreHandle;
   private readonly index = new Map<string, number>();
   private isDisposed = false;
 
-  constructor(addon: NativeAddon, columns: readonly ColumnLayout[], size: number) {
+  constructor(kind: BackendName, Ctor: NativeStoreCtor, columns: readonly ColumnLayout[], size: number) {
+    this.kind = kind;
     this.size = size;
     this.columns = columns.map((c) => ({ ...c }));
     this.columns.forEach((c, i) => this.index.set(c.key, i));
-    this.handle = callNative(() => new addon.CacheStore(
+    this.handle = callNative(() => new Ctor(
       this.columns.map((c) => ({ name: c.key, storage: STORAGE_CODE[c.storage], width: c.width })), size));
   }
 
@@ -92,7 +101,7 @@ export class NativeCacheStore implements StoreBackend {
     return out;
   }
 
-  /** Bytes of the data blocks and of the per-row bookkeeping. */
+  /** Bytes of the data blocks (device memory for CUDA) and host bytes of the per-row bookkeeping. */
   stats(): { dataBytes: number; bookkeepingBytesPerRow: number } {
     return callNative(() => this.handle.stats());
   }
@@ -101,5 +110,12 @@ export class NativeCacheStore implements StoreBackend {
     if (this.isDisposed) return;
     this.isDisposed = true;
     this.handle.dispose();
+  }
+}
+
+/** The CPU store: rows in host memory, behind addon.CacheStore. */
+export class NativeCacheStore extends HandleCacheStore {
+  constructor(addon: NativeAddon, columns: readonly ColumnLayout[], size: number) {
+    super('native', addon.CacheStore, columns, size);
   }
 }

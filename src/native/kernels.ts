@@ -1,7 +1,8 @@
 /**
  * The native kernels: a KernelBackend over the addon's fused scoring and
  * sampling functions (native/kernels.h). Outputs are allocated here and
- * written in place by the addon; the addon re-checks every length.
+ * written in place by the addon; the addon re-checks every length. The CUDA
+ * kernels (src/cuda/kernels.ts) are the same over addon.cuda.
  */
 import type {
   BackendName, GroupMaxResult, KernelBackend, SampleParams, SampleResult, ScoreRequest, StoreBackend,
@@ -12,24 +13,25 @@ import { callNative } from './cache_store';
 
 const MODE_CODE: Record<SampleParams['mode'], number> = { gumbel: 0, max: 1, none: 2 };
 
-interface NativeStoreLike extends StoreBackend {
+interface HandleStoreLike extends StoreBackend {
   readonly handle: NativeStoreHandle;
   columnIndex(key: string): number;
 }
 
-function isNativeStore(s: StoreBackend): s is NativeStoreLike {
-  const n = s as Partial<NativeStoreLike>;
-  return s.kind === 'native' && typeof n.columnIndex === 'function' && n.handle !== undefined;
+function isHandleStore(s: StoreBackend, kind: BackendName): s is HandleStoreLike {
+  const n = s as Partial<HandleStoreLike>;
+  return s.kind === kind && typeof n.columnIndex === 'function' && n.handle !== undefined;
 }
 
-function toNativeRequest(req: ScoreRequest): NativeScoreRequest {
+/** The request in the addon's form; every source must be a store of `kind` (storeLabel names it in the error). */
+function toNativeRequest(req: ScoreRequest, kind: BackendName, storeLabel: string): NativeScoreRequest {
   return {
     queries: req.queries,
     batch: req.batch,
     dim: req.dim,
     segments: req.sources.map((src, i) => {
-      if (!isNativeStore(src.store)) {
-        throw typeError(`sources[${i}].store`, 'a native cache store', src.store);
+      if (!isHandleStore(src.store, kind)) {
+        throw typeError(`sources[${i}].store`, storeLabel, src.store);
       }
       return { store: src.store.handle, column: src.store.columnIndex(src.key) };
     }),
@@ -38,7 +40,6 @@ function toNativeRequest(req: ScoreRequest): NativeScoreRequest {
     threads: req.threads ?? 0,
   };
 }
-
 function toNativeParams(p: SampleParams): NativeSampleParams {
   const mode = MODE_CODE[p.mode];
   if (mode === undefined) throw typeError('params.mode', "'gumbel', 'max' or 'none'", p.mode);
@@ -67,23 +68,30 @@ function allocSample(batch: number, k: number): SampleResult {
   };
 }
 
-/** A KernelBackend over a loaded addon. */
-export function createNativeKernels(addon: NativeAddon): KernelBackend {
-  const kind: BackendName = 'native';
+/** The addon functions that score cache rows (addon, or addon.cuda for the CUDA kernels). */
+export type ScoringFunctions = Pick<NativeAddon, 'scoreAndSample' | 'scoreGroupMax' | 'scoreMatrix'>;
+
+/**
+ * A KernelBackend whose sources are stores of `kind` (HandleCacheStore); the
+ * scoring calls go to `scoring`, sampleCandidates (a host matrix) to the CPU
+ * addon. storeLabel names the expected store in errors ('a native cache store').
+ */
+export function createHandleKernels(kind: BackendName, storeLabel: string, scoring: ScoringFunctions,
+  addon: NativeAddon): KernelBackend {
   return {
     kind,
     scoreAndSample(req: ScoreRequest, params: SampleParams): SampleResult {
-      const nreq = toNativeRequest(req);
+      const nreq = toNativeRequest(req, kind, storeLabel);
       const nparams = toNativeParams(params);
       const out = allocSample(req.batch, params.numDraws);
-      callNative(() => addon.scoreAndSample(nreq, nparams, out));
+      callNative(() => scoring.scoreAndSample(nreq, nparams, out));
       return out;
     },
     scoreGroupMax(req: ScoreRequest, groups: number): GroupMaxResult {
-      const nreq = toNativeRequest(req);
+      const nreq = toNativeRequest(req, kind, storeLabel);
       const scores = new Float32Array(len(req.batch, groups));
       const rows = new Int32Array(len(req.batch, groups));
-      callNative(() => addon.scoreGroupMax(nreq, groups, scores, rows));
+      callNative(() => scoring.scoreGroupMax(nreq, groups, scores, rows));
       return { scores, rows };
     },
     sampleCandidates(scores: Float32Array, batch: number, cols: number, params: SampleParams): SampleResult {
@@ -93,10 +101,15 @@ export function createNativeKernels(addon: NativeAddon): KernelBackend {
       return out;
     },
     scoreMatrix(req: ScoreRequest): Float32Array {
-      const nreq = toNativeRequest(req);
+      const nreq = toNativeRequest(req, kind, storeLabel);
       const out = new Float32Array(len(req.batch, totalRows(req)));
-      callNative(() => addon.scoreMatrix(nreq, out));
+      callNative(() => scoring.scoreMatrix(nreq, out));
       return out;
     },
   };
+}
+
+/** A KernelBackend over a loaded addon. */
+export function createNativeKernels(addon: NativeAddon): KernelBackend {
+  return createHandleKernels('native', 'a native cache store', addon, addon);
 }
