@@ -8,19 +8,9 @@
 const assert = require('assert');
 const nc = require('..');
 const half = require('../dist/js/half');
+const { mulberry32 } = require('./helpers/rng');
 
 const BACKENDS = nc.availableBackends().filter((b) => b !== 'cuda');
-
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Round-to-nearest-even of a float32 value to `mantBits` fraction bits with
 // exponent range [minExp, maxExp] (float64 arithmetic, exact for these sizes).

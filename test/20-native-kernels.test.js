@@ -7,6 +7,7 @@
 const assert = require('assert');
 const { loadAddon } = require('../dist/native/addon');
 const { createStore, kernelsFor } = require('../dist/backends');
+const { rng } = require('./helpers/rng');
 
 const addon = loadAddon();
 let jsKernels;
@@ -14,21 +15,6 @@ try {
   jsKernels = require('../dist/js/kernels').jsKernels;
 } catch (e) {
   jsKernels = undefined;
-}
-
-/** Deterministic generator (mulberry32) and a normal sampler. */
-function rng(seed) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const normal = () => Math.sqrt(-2 * Math.log(next() + 1e-12)) * Math.cos(2 * Math.PI * next());
-  const int = (n) => Math.floor(next() * n);
-  return { next, normal, int };
 }
 
 /** A pair of stores (native, js) with identical contents; `fill` = fraction of rows filled. */

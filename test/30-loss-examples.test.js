@@ -4,6 +4,7 @@
 const assert = require('assert');
 const tf = require('@tensorflow/tfjs');
 const nc = require('..');
+const { mulberry32: mulberry } = require('./helpers/rng');
 
 const { CacheManager, CacheClassificationLoss, GumbelMaxRetrievalFn, MaxScoreRetrievalFn } = nc;
 
@@ -299,17 +300,6 @@ for (const backend of nc.availableBackends()) {
       close(out.interpretableLoss.dataSync(), [want], 1e-5, 'lse with empty rows');
     });
   });
-}
-
-function mulberry(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe('CacheClassificationLoss options', () => {

@@ -6,19 +6,9 @@
 const assert = require('assert');
 const tf = require('@tensorflow/tfjs');
 const nc = require('..');
+const { mulberry32: mulberry } = require('./helpers/rng');
 
 const { CacheManager, CacheClassificationLoss, MaxScoreRetrievalFn } = nc;
-
-function mulberry(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const B = 3, D = 4, F = 5, N = 6;   // batch, embedding dim, feature dim, cache rows
 

@@ -7,19 +7,9 @@ const tf = require('@tensorflow/tfjs');
 const nc = require('..');
 const { gumbelNoise, philox4x32_10 } = require('../dist/js/philox.js');
 const { philoxBlock } = require('../dist/js/kernels.js');
+const { mulberry32: mulberry } = require('./helpers/rng');
 
 const { CacheManager, CacheClassificationLoss, GumbelMaxRetrievalFn, MaxScoreRetrievalFn } = nc;
-
-function mulberry(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // chi-square critical value at p = 1e-3 for 9 degrees of freedom
 const CHI2_9_999 = 27.877;

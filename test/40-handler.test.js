@@ -6,6 +6,7 @@
 const assert = require('assert');
 const tf = require('@tensorflow/tfjs');
 const nc = require('..');
+const { mulberry32: mulberry } = require('./helpers/rng');
 
 const BACKENDS = nc.availableBackends().filter((b) => b !== 'cuda');
 const close = (a, b, tol = 1e-5) => assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
@@ -212,14 +213,3 @@ describe('MultiCacheLossHandler', () => {
     handler.dispose();
   });
 });
-
-function mulberry(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

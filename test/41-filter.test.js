@@ -3,20 +3,10 @@
 // the cache's updates by an index built once (no full read after the first call).
 const assert = require('assert');
 const nc = require('..');
+const { mulberry32: mulberry } = require('./helpers/rng');
 
 const BACKENDS = nc.availableBackends().filter((b) => b !== 'cuda');
 const specs = { ids: { shape: [2], dtype: 'int32' }, v: { shape: [1], dtype: 'float32' }, e: { shape: [3], dtype: 'float32' } };
-
-function mulberry(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Brute force: 1 where no filled row equals the item on ids and v. */
 function bruteForce(cache, items) {

@@ -8,24 +8,11 @@ const assert = require('assert');
 const { loadAddon } = require('../dist/native/addon');
 const { createStore, kernelsFor, resolveBackend, availableBackends } = require('../dist/backends');
 const nc = require('..');
+const { rng } = require('./helpers/rng');
 
 const addon = loadAddon();
 const cuda = addon ? addon.cuda : null;
 const usable = !!cuda && cuda.built && cuda.available();
-
-function rng(seed) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const normal = () => Math.sqrt(-2 * Math.log(next() + 1e-12)) * Math.cos(2 * Math.PI * next());
-  const int = (n) => Math.floor(next() * n);
-  return { next, normal, int };
-}
 
 describe('CUDA backend', () => {
   it('addon.cuda reports built / available / deviceCount / error', function () {

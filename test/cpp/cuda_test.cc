@@ -20,6 +20,7 @@
 #include "kernels.h"
 #ifdef NEGCACHE_WITH_CUDA
 #include "cuda/cuda_backend.h"
+#include "test_util.h"
 #endif
 
 #ifndef NEGCACHE_WITH_CUDA
@@ -30,18 +31,6 @@ int main() {
 #else
 
 namespace {
-
-int failures = 0;
-
-#define EXPECT(cond, ...)                                 \
-  do {                                                    \
-    if (!(cond)) {                                        \
-      ++failures;                                         \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__);    \
-      std::printf(__VA_ARGS__);                           \
-      std::printf("\n");                                  \
-    }                                                     \
-  } while (0)
 
 struct Rng {
   uint64_t s;

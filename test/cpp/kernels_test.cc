@@ -13,19 +13,9 @@
 
 #include "kernels.h"
 #include "rng.h"
+#include "test_util.h"
 
 namespace {
-
-int failures = 0;
-#define EXPECT(cond, ...)                                   \
-  do {                                                      \
-    if (!(cond)) {                                          \
-      ++failures;                                           \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__);      \
-      std::printf(__VA_ARGS__);                             \
-      std::printf("\n");                                    \
-    }                                                       \
-  } while (0)
 
 const double kInf = std::numeric_limits<double>::infinity();
 
