@@ -59,7 +59,10 @@ double offerDraw(TopK* tk, int64_t b, int32_t j, float s, double p) {
   I[pos] = j;
   S[pos] = s;
   tk->count[b] = n + 1;
-  tk->thresh[b] = (n + 1 == k) ? P[k - 1] : -std::numeric_limits<double>::infinity();
+  if (tk->dirty != nullptr) tk->dirty[b] = 1;
+  // The filter threshold may already be above this list's k-th entry (imported
+  // from the other threads' lists, see sampleChunk); it never goes down.
+  if (n + 1 == k && P[k - 1] > tk->thresh[b]) tk->thresh[b] = P[k - 1];
   return tk->thresh[b];
 }
 
@@ -491,14 +494,20 @@ struct TopKStore {
   std::vector<double> p, thresh;
   std::vector<int32_t> idx, count;
   std::vector<float> s;
+  std::vector<uint8_t> dirty;
   TopK view{};
+  /// Marks changed queries (for publishing to a SharedBest).
+  void trackChanges() {
+    dirty.assign(count.size(), 0);
+    view.dirty = dirty.data();
+  }
   void init(int64_t batch, int64_t k) {
     p.assign(static_cast<size_t>(batch * k), 0.0);
     idx.assign(static_cast<size_t>(batch * k), -1);
     s.assign(static_cast<size_t>(batch * k), 0.0f);
     count.assign(static_cast<size_t>(batch), 0);
     thresh.assign(static_cast<size_t>(batch), -kInf);
-    view = TopK{k, p.data(), idx.data(), s.data(), count.data(), thresh.data()};
+    view = TopK{k, p.data(), idx.data(), s.data(), count.data(), thresh.data(), nullptr};
   }
 };
 
@@ -541,6 +550,98 @@ void checkParams(const SampleParams& sp) {
 }
 
 // ---------------------------------------------------------------------------
+// Threshold exchange between threads (scoreAndSample, Gumbel, threads > 1).
+//
+// Each thread's list only sees its own chunks, so its k-th best rises as if N
+// were divided by the thread count. At the end of each chunk a thread merges
+// its changed lists into per-query union lists (the k best distinct elements,
+// deduplicated by index, that any thread has published) under a mutex, and at
+// the start of each chunk it raises its filter thresholds to the union's k-th
+// perturbed score. That value is the k-th best exact perturbed score of k
+// distinct elements, so no element below it is among the k best of all: the
+// filters skip such elements (with their margin) and every true winner still
+// reaches its own thread's list, whatever the timing. Timing changes which
+// elements are filtered, never the draws.
+
+double loadRelaxed(const double* x) {
+  double v;
+  __atomic_load(x, &v, __ATOMIC_RELAXED);
+  return v;
+}
+
+void storeRelaxed(double* x, double v) { __atomic_store(x, &v, __ATOMIC_RELAXED); }
+
+struct SharedBest {
+  int64_t k = 0;
+  std::mutex mutex;
+  std::vector<double> p;        // [batch][k] under mutex
+  std::vector<int32_t> idx;     // [batch][k] under mutex
+  std::vector<int32_t> count;   // [batch] under mutex
+  std::vector<double> thresh;   // [batch] the union's k-th (relaxed atomics)
+  std::vector<double> tmpP;     // [2k] merge buffer, under mutex
+  std::vector<int32_t> tmpI;
+
+  bool enabled() const { return k > 0; }
+
+  void init(int64_t batch, int64_t kk) {
+    k = kk;
+    p.assign(static_cast<size_t>(batch * k), 0.0);
+    idx.assign(static_cast<size_t>(batch * k), -1);
+    count.assign(static_cast<size_t>(batch), 0);
+    thresh.assign(static_cast<size_t>(batch), -kInf);
+    tmpP.resize(static_cast<size_t>(k));
+    tmpI.resize(static_cast<size_t>(k));
+  }
+
+  /// Raises tk's filter thresholds to the published bounds.
+  void import(TopK* tk, int64_t batch) const {
+    for (int64_t b = 0; b < batch; ++b) {
+      const double v = loadRelaxed(thresh.data() + b);
+      if (v > tk->thresh[b]) tk->thresh[b] = v;
+    }
+  }
+
+  /// Merges tk's changed lists into the union lists.
+  void publish(TopK* tk, int64_t batch) {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (int64_t b = 0; b < batch; ++b) {
+      if (!tk->dirty[b]) continue;
+      tk->dirty[b] = 0;
+      const double* P1 = tk->p + b * k;
+      const int32_t* I1 = tk->idx + b * k;
+      const int32_t n1 = tk->count[b];
+      double* P2 = p.data() + b * k;
+      int32_t* I2 = idx.data() + b * k;
+      const int32_t n2 = count[b];
+      // Both lists are sorted by (p desc, idx asc); an element in both (a
+      // thread publishing again) is the same (p, idx) pair, adjacent here.
+      int32_t i = 0, j = 0, n = 0;
+      while (n < k && (i < n1 || j < n2)) {
+        bool takeFirst;
+        if (i >= n1) {
+          takeFirst = false;
+        } else if (j >= n2) {
+          takeFirst = true;
+        } else {
+          takeFirst = P1[i] > P2[j] || (P1[i] == P2[j] && I1[i] <= I2[j]);
+        }
+        const double pv = takeFirst ? P1[i] : P2[j];
+        const int32_t iv = takeFirst ? I1[i] : I2[j];
+        if (takeFirst) ++i; else ++j;
+        if (n > 0 && tmpI[n - 1] == iv) continue;
+        tmpP[n] = pv;
+        tmpI[n] = iv;
+        ++n;
+      }
+      std::copy(tmpP.begin(), tmpP.begin() + n, P2);
+      std::copy(tmpI.begin(), tmpI.begin() + n, I2);
+      count[b] = n;
+      if (n == k && P2[k - 1] > thresh[b]) storeRelaxed(thresh.data() + b, P2[k - 1]);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------
 // scoreAndSample.
 
 struct SampleJob {
@@ -552,6 +653,7 @@ struct SampleJob {
   std::vector<double> lseSum;    // [chunks][bpad]
   std::vector<Scratch> scratch;  // per slot
   std::vector<TopKStore> topk;   // per slot
+  SharedBest shared;             // threads > 1, Gumbel
 };
 
 void sampleChunk(void* ctx, int64_t c, int slot) {
@@ -569,6 +671,8 @@ void sampleChunk(void* ctx, int64_t c, int slot) {
   const int64_t begin = c * job.chunkRows, end = std::min(p.n, begin + job.chunkRows);
   t.pending = &sc.pending;
   t.flushOnly = 0;
+  // Filter with what the other threads have found (see SharedBest).
+  if (job.shared.enabled()) job.shared.import(t.topk, p.batch);
   forEachTile(p, *job.ops, false, begin, end, sc, [&](int64_t nrows, int64_t qb) {
     t.nrows = nrows;
     t.qbase = qb;
@@ -580,6 +684,7 @@ void sampleChunk(void* ctx, int64_t c, int slot) {
   if (t.mode == 0) {
     t.flushOnly = 1;
     job.ops->sampleTile(&t);
+    if (job.shared.enabled()) job.shared.publish(t.topk, p.batch);
   }
 }
 
@@ -776,6 +881,10 @@ void scoreAndSample(const ScoreRequest& req, const SampleParams& params, SampleO
   if (params.mode != SampleMode::None) {
     job->topk.resize(threads);
     for (auto& t : job->topk) t.init(p.batch, k);
+    if (threads > 1 && params.mode == SampleMode::Gumbel) {
+      job->shared.init(p.batch, k);
+      for (auto& t : job->topk) t.trackChanges();
+    }
   }
   if (cands > 0) cpu::runChunks(threads, job->chunks, cpu::sampleChunk, job.get());
   // Combine the chunk partials in chunk order (independent of threads).

@@ -219,8 +219,27 @@ int boundScale(__m256 M, const LaneThresholds& th, int validMask, __m256& scale)
   return (_mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_set1_ps(80.0f), _CMP_LT_OQ)) & validMask) == validMask;
 }
 
+/// Lane indices of the set bits of an 8-bit mask, in order, one per byte
+/// (for _mm256_permutevar8x32 left-packing).
+struct CompressTable {
+  uint64_t v[256];
+  constexpr CompressTable() : v() {
+    for (int m = 0; m < 256; ++m) {
+      uint64_t x = 0;
+      int n = 0;
+      for (int l = 0; l < 8; ++l)
+        if (m & (1 << l)) x |= static_cast<uint64_t>(l) << (8 * n++);
+      v[m] = x;
+    }
+  }
+};
+constexpr CompressTable kCompress{};
+
+/// Handles the first min(pd.n, 8) queued lanes and keeps the rest queued.
 void flushPending(const SampleTile* t, const RoundKeys& rk, PendingDraws& pd) {
   if (pd.n == 0) return;
+  const int rest = pd.n > 8 ? pd.n - 8 : 0;
+  if (rest > 0) pd.n = 8;
   for (int l = pd.n; l < 8; ++l) {
     pd.j[l] = pd.j[0];
     pd.b[l] = pd.b[0];
@@ -252,17 +271,26 @@ void flushPending(const SampleTile* t, const RoundKeys& rk, PendingDraws& pd) {
       offerGumbel(tk, pd.b[l], pd.j[l], pd.s[l], t->invTempD, wl[l]);
     }
   }
-  pd.n = 0;
+  pd.n = rest;
+  if (rest > 0) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pd.j),
+                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.j + 8)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pd.b),
+                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.b + 8)));
+    _mm256_storeu_ps(pd.s, _mm256_loadu_ps(pd.s + 8));
+  }
 }
 
 void sampleTileAvx2(const SampleTile* t) {
   const int64_t nrows = t->nrows, bpad = 16;
+  const __m256i lane8 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256 invTemp = _mm256_set1_ps(t->invTemp);
   TopK* tk = t->topk;
   RoundKeys rk;
   if (t->mode == 0) makeRoundKeys(t->key, rk);
   if (t->flushOnly) {
-    if (t->pending != nullptr && t->mode == 0) flushPending(t, rk, *t->pending);
+    if (t->pending != nullptr && t->mode == 0)
+      while (t->pending->n > 0) flushPending(t, rk, *t->pending);
     return;
   }
   PendingDraws& pending = *t->pending;
@@ -271,6 +299,7 @@ void sampleTileAvx2(const SampleTile* t) {
     const int64_t b0 = t->qbase + h;
     const int64_t valid = t->qcount - h < 8 ? t->qcount - h : 8;
     const int validMask = (1 << valid) - 1;
+    const __m256i queryIds = _mm256_set1_epi32(static_cast<int>(b0));
     LaneThresholds th{};
     if (t->mode != 2) th = loadThresholds(tk->thresh, b0, valid);
     // Gumbel: a lane passes the score filter when invTemp * s >= t - Gmax - margin;
@@ -284,8 +313,7 @@ void sampleTileAvx2(const SampleTile* t) {
     const __m256 newM = _mm256_max_ps(oldM, m);
     const __m256 rescale = exp256(_mm256_sub_ps(oldM, newM));
     __m256 sum = _mm256_setzero_ps();
-    __m256 anyPass = _mm256_setzero_ps();
-    uint8_t passBits[kTileRows];
+    uint32_t passRows = 0;  // bit r: row r has a valid lane passing the filter
     alignas(32) float ex[kTileRows * 8];  // exp(s - newM), reused by the noise bound
     for (int64_t r = 0; r < nrows; ++r) {
       const __m256 s = _mm256_loadu_ps(sb + r * bpad);
@@ -293,8 +321,7 @@ void sampleTileAvx2(const SampleTile* t) {
       _mm256_store_ps(ex + r * 8, e);
       sum = _mm256_add_ps(sum, e);
       const __m256 p = _mm256_cmp_ps(_mm256_mul_ps(s, mul), passAt, _CMP_GE_OQ);
-      anyPass = _mm256_or_ps(anyPass, p);
-      passBits[r] = static_cast<uint8_t>(_mm256_movemask_ps(p));
+      passRows |= static_cast<uint32_t>((_mm256_movemask_ps(p) & validMask) != 0) << r;
     }
     __m256d s0 = _mm256_loadu_pd(t->lseSum + h), s1 = _mm256_loadu_pd(t->lseSum + h + 4);
     s0 = _mm256_fmadd_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(rescale)),
@@ -304,12 +331,14 @@ void sampleTileAvx2(const SampleTile* t) {
     _mm256_storeu_pd(t->lseSum + h, s0);
     _mm256_storeu_pd(t->lseSum + h + 4, s1);
     _mm256_storeu_ps(t->lseMax + h, newM);
-    if (t->mode == 2 || (_mm256_movemask_ps(anyPass) & validMask) == 0) continue;
+    if (t->mode == 2 || passRows == 0) continue;
 
     // Draws: exact float64 decisions for the lanes that pass the filters.
     if (t->mode == 1) {
-      for (int64_t r = 0; r < nrows; ++r) {
-        if ((passBits[r] & validMask) == 0) continue;
+      // Rows in order, visiting only those with a passing lane (a bit scan
+      // instead of one unpredictable branch per row).
+      for (uint32_t rows = passRows; rows != 0; rows &= rows - 1) {
+        const int64_t r = __builtin_ctz(rows);
         const __m256 s = _mm256_loadu_ps(sb + r * bpad);
         int bits = _mm256_movemask_ps(_mm256_cmp_ps(s, th.t, _CMP_GE_OQ)) & validMask;
         if (bits == 0) continue;
@@ -329,8 +358,8 @@ void sampleTileAvx2(const SampleTile* t) {
     const bool reuseExp = t->invTemp == 1.0f;
     __m256 scale = _mm256_setzero_ps();
     bool fast = reuseExp && boundScale(newM, th, validMask, scale);
-    for (int64_t r = 0; r < nrows; ++r) {
-      if ((passBits[r] & validMask) == 0) continue;
+    for (uint32_t rows = passRows; rows != 0; rows &= rows - 1) {
+      const int64_t r = __builtin_ctz(rows);
       const __m256 s = _mm256_loadu_ps(sb + r * bpad);
       const __m256 d = _mm256_mul_ps(s, invTemp);
       const int pass = _mm256_movemask_ps(_mm256_cmp_ps(d, th.low, _CMP_GE_OQ)) & validMask;
@@ -338,16 +367,18 @@ void sampleTileAvx2(const SampleTile* t) {
       const uint32_t j = static_cast<uint32_t>(t->rowIdx[r]);
       const bool sameBlock = haveBlock && (j >> 2) == lastBlock;
       if (!sameBlock && __builtin_popcount(pass) <= 2) {
-        // Sparse: queue the lanes; one Philox call serves 8 of them.
-        int bits = pass;
-        while (bits) {
-          const int l = __builtin_ctz(bits);
-          bits &= bits - 1;
-          pending.j[pending.n] = static_cast<int32_t>(j);
-          pending.b[pending.n] = static_cast<int32_t>(b0 + l);
-          pending.s[pending.n] = sb[r * bpad + l];
-          if (++pending.n == 8) flushPending(t, rk, pending);
-        }
+        // Sparse: queue the lanes (left-packed, in lane order); one Philox
+        // call serves 8 of them.
+        const __m256i perm = _mm256_cvtepu8_epi32(
+            _mm_cvtsi64_si128(static_cast<long long>(kCompress.v[pass])));
+        const int n = pending.n;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pending.j + n),
+                            _mm256_set1_epi32(static_cast<int>(j)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pending.b + n),
+                            _mm256_permutevar8x32_epi32(_mm256_add_epi32(queryIds, lane8), perm));
+        _mm256_storeu_ps(pending.s + n, _mm256_permutevar8x32_ps(s, perm));
+        pending.n = n + __builtin_popcount(pass);
+        if (pending.n >= 8) flushPending(t, rk, pending);
         continue;
       }
       if (!sameBlock) {

@@ -27,7 +27,10 @@ struct TopK {
   int32_t* idx;     // [batch * k] global rows / columns
   float* s;         // [batch * k] scores
   int32_t* count;   // [batch]
-  double* thresh;   // [batch] the k-th perturbed score, -inf while fewer than k
+  double* thresh;   // [batch] filter threshold: the k-th perturbed score (-inf
+                    // while fewer than k), or a larger bound imported from the
+                    // other threads' lists
+  uint8_t* dirty;   // [batch] set when the list changed; null = not tracked
 };
 
 /// Philox key and the call words of the counter (see rng.h).
@@ -39,9 +42,10 @@ struct NoiseKey {
 /// handled 8 at a time with one Philox call (AVX2 path). Lives per thread
 /// across tiles; flushed when full and at the end of each chunk.
 struct PendingDraws {
-  int32_t j[8];
-  int32_t b[8];
-  float s[8];
+  // 8 lanes plus room for a row's lanes appended past them (vector stores).
+  int32_t j[16];
+  int32_t b[16];
+  float s[16];
   int32_t n;
 };
 

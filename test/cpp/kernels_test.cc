@@ -506,6 +506,45 @@ void testEdgeCases() {
   std::printf("edge cases: ok\n");
 }
 
+/// Threads exchange filter thresholds at chunk boundaries (SharedBest): a
+/// larger N (many chunks, so the exchange happens), k up to 40, repeated rows
+/// (exact ties between threads' lists): every thread count must give the
+/// reference draws, bit-identical to one thread.
+void testThresholdExchange() {
+  std::mt19937_64 rng(4242);
+  int cases = 0;
+  for (int rep = 0; rep < 6; ++rep) {
+    const int64_t B = 1 + static_cast<int64_t>(rng() % 40), D = 8 + static_cast<int64_t>(rng() % 24);
+    const float scale = (rep % 3 == 0) ? 1.0f : 20.0f;
+    Problem p = makeProblem(rng, B, D, {6000, 3001}, nc::DType::Float32, rep % 2 ? 1.0 : 0.7, scale);
+    // Copy a block of rows over another: equal scores in different chunks.
+    SegmentData& s0 = p.segs[0];
+    std::copy(s0.f32.begin(), s0.f32.begin() + 500 * D, s0.f32.begin() + 4000 * D);
+    std::vector<double> S;
+    std::vector<uint8_t> cand;
+    p.reference(S, cand);
+    const int64_t N = p.n();
+    for (const int64_t k : {1, 7, 40}) {
+      nc::SampleParams sp;
+      sp.numDraws = k;
+      sp.invTemp = rep % 2 ? 1.0 : 0.5;
+      sp.seed = rng() & ((1ULL << 53) - 1);
+      sp.call = rng() % 3;
+      const Draws d1 = runSample(p, sp, 1);
+      char what[160];
+      std::snprintf(what, sizeof what, "exchange B=%lld D=%lld N=%lld k=%lld scale=%g", (long long)B,
+                    (long long)D, (long long)N, (long long)k, scale);
+      checkDraws(what, S, cand, B, N, sp, d1);
+      for (const int threads : {2, 5, 16}) {
+        const Draws d = runSample(p, sp, threads);
+        EXPECT(sameDraws(d, d1, true), "%s: 1 vs %d threads differ", what, threads);
+      }
+      ++cases;
+    }
+  }
+  std::printf("threshold exchange: %d cases ok\n", cases);
+}
+
 }  // namespace
 
 int main() {
@@ -515,6 +554,7 @@ int main() {
   testRandomShapes(false);
   testRandomShapes(true);
   testBaselineVsAvx2();
+  testThresholdExchange();
   testSampleCandidates();
   testChiSquare();
   if (failures) {
