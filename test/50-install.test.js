@@ -201,7 +201,7 @@ console.log('CHECK-RESULT ' + JSON.stringify(out));
     assert.deepStrictEqual(needed.filter((lib) => !system.test(lib)), [], `NEEDED: ${needed}`);
     assert.ok(!/\((RPATH|RUNPATH)\)/.test(dynamic), 'the prebuild carries an RPATH/RUNPATH');
     // It loads on Ubuntu 20.04 / Debian 11 class systems (glibc 2.31, libstdc++ of GCC 10):
-    // no symbol version newer than theirs (see native/compat/glibcxx_floor.cc).
+    // no symbol version newer than theirs (see docs/install.md, the glibc/libstdc++ floor).
     const versions = run('readelf', ['-V', '-W', prebuiltFile], { cwd: tmp });
     const newest = (family) => [...versions.matchAll(new RegExp(`Name: ${family}_([0-9.]+)`, 'g'))]
       .map((m) => m[1].split('.').map(Number))

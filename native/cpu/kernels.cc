@@ -15,13 +15,18 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#if defined(_WIN32)
+#include <condition_variable>
+#else
+#include <pthread.h>
+#endif
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -260,6 +265,64 @@ const IsaOps& currentOps() {
 // ---------------------------------------------------------------------------
 // Thread pool: persistent workers; one job at a time (concurrent callers,
 // e.g. two worker_threads, queue on runMutex).
+//
+// POSIX mutexes and condition variables, not std::condition_variable: GCC 12
+// gave condition_variable::wait a new symbol version (GLIBCXX_3.4.30), which
+// would tie the prebuilt addon to a recent libstdc++. Windows keeps std::.
+
+#if defined(_WIN32)
+class Lock {
+ public:
+  explicit Lock(std::mutex& m) : lock_(m) {}
+  std::unique_lock<std::mutex>& get() { return lock_; }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+using Mutex = std::mutex;
+using CondVar = std::condition_variable;
+void waitOn(CondVar& cv, Lock& lock) { cv.wait(lock.get()); }
+void notifyAll(CondVar& cv) { cv.notify_all(); }
+#else
+class Mutex {
+ public:
+  Mutex() { pthread_mutex_init(&m_, nullptr); }
+  ~Mutex() { pthread_mutex_destroy(&m_); }
+  Mutex(const Mutex&) = delete;
+  Mutex& operator=(const Mutex&) = delete;
+  pthread_mutex_t* native() { return &m_; }
+
+ private:
+  pthread_mutex_t m_;
+};
+
+class Lock {
+ public:
+  explicit Lock(Mutex& m) : m_(m) { pthread_mutex_lock(m_.native()); }
+  ~Lock() { pthread_mutex_unlock(m_.native()); }
+  Lock(const Lock&) = delete;
+  Lock& operator=(const Lock&) = delete;
+  Mutex& mutex() { return m_; }
+
+ private:
+  Mutex& m_;
+};
+
+class CondVar {
+ public:
+  CondVar() { pthread_cond_init(&c_, nullptr); }
+  ~CondVar() { pthread_cond_destroy(&c_); }
+  CondVar(const CondVar&) = delete;
+  CondVar& operator=(const CondVar&) = delete;
+  pthread_cond_t* native() { return &c_; }
+
+ private:
+  pthread_cond_t c_;
+};
+
+void waitOn(CondVar& cv, Lock& lock) { pthread_cond_wait(cv.native(), lock.mutex().native()); }
+void notifyAll(CondVar& cv) { pthread_cond_broadcast(cv.native()); }
+#endif
 
 class Pool {
  public:
@@ -267,13 +330,13 @@ class Pool {
 
   /// Runs fn(ctx, slot) on `threads` threads (slot 0 = the caller) and waits.
   void run(int threads, Fn fn, void* ctx) {
-    std::lock_guard<std::mutex> runLock(runMutex_);
+    Lock runLock(runMutex_);
     if (threads <= 1) {
       fn(ctx, 0);
       return;
     }
     {
-      std::unique_lock<std::mutex> lock(mutex_);
+      Lock lock(mutex_);
       while (static_cast<int>(workers_.size()) < threads - 1) {
         const int index = static_cast<int>(workers_.size());
         workers_.emplace_back([this, index] { loop(index); });
@@ -284,25 +347,25 @@ class Pool {
       remaining_ = threads - 1;
       ++generation_;
     }
-    wake_.notify_all();
+    notifyAll(wake_);
     fn(ctx, 0);
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return remaining_ == 0; });
+    Lock lock(mutex_);
+    while (remaining_ != 0) waitOn(done_, lock);
   }
 
  private:
   void loop(int index) {
     uint64_t seen = 0;
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      Lock lock(mutex_);
       seen = generation_ - 1;  // a worker created for a job joins that job
     }
     for (;;) {
       Fn fn;
       void* ctx;
       {
-        std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
+        Lock lock(mutex_);
+        while (generation_ == seen) waitOn(wake_, lock);
         seen = generation_;
         if (index >= active_) continue;
         fn = fn_;
@@ -310,14 +373,14 @@ class Pool {
       }
       fn(ctx, index + 1);
       {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (--remaining_ == 0) done_.notify_all();
+        Lock lock(mutex_);
+        if (--remaining_ == 0) notifyAll(done_);
       }
     }
   }
 
-  std::mutex runMutex_, mutex_;
-  std::condition_variable wake_, done_;
+  Mutex runMutex_, mutex_;
+  CondVar wake_, done_;
   std::vector<std::thread> workers_;
   uint64_t generation_ = 0;
   int active_ = 0, remaining_ = 0;
