@@ -20,6 +20,22 @@ const { spawnSync } = require('child_process');
 const { loadAddon } = require('../dist/native/addon');
 const { createStore, kernelsFor } = require('../dist/backends');
 
+class UsageError extends Error {}
+
+const USAGE = `Usage: npm run bench -- [options]
+  --json                  one JSON object per line instead of a table
+  --n N --d D --b B       cache rows, embedding width, queries (131072, 128, 256)
+  --top-k K               topK grouping (0 = off)
+  --num-negatives K       draws per query (1)
+  --storage S             float32 | float16 | bfloat16 (float32)
+  --impl LIST             native,js,tfjs,tfjs-wasm (native)
+  --threads T             kernel threads (0 = all cores)
+  --runs R                timed runs; the median is reported (7)
+  --scale S               score scale (20)
+  --compare               the side-by-side comparison of issue 3 (PyTorch peer included
+                          when /usr/bin/python3 has torch), ending with the ratios
+  --max-log-n L           largest N = 2^L in --compare (21)`;
+
 function parseArgs(argv) {
   const a = {
     json: false, compare: false, n: 131072, d: 128, b: 256, topK: 0, numNegatives: 1, storage: 'float32',
@@ -27,7 +43,7 @@ function parseArgs(argv) {
   };
   const num = (v, name) => {
     const x = Number(v);
-    if (!Number.isFinite(x)) throw new Error(`--${name} must be a number; got ${v}`);
+    if (!Number.isFinite(x)) throw new UsageError(`--${name} must be a number; got ${v}`);
     return x;
   };
   for (let i = 2; i < argv.length; i++) {
@@ -47,10 +63,11 @@ function parseArgs(argv) {
       case '--scale': a.scale = num(v, 'scale'); i++; break;
       case '--max-log-n': a.maxLogN = num(v, 'max-log-n'); i++; break;
       case '--child': a.child = v; i++; break;
-      default: throw new Error(`unknown option ${k}`);
+      case '--help': case '-h': a.help = true; break;
+      default: throw new UsageError(`unknown option ${k} (see --help)`);
     }
   }
-  if (!['float32', 'float16', 'bfloat16'].includes(a.storage)) throw new Error(`--storage must be float32, float16 or bfloat16; got ${a.storage}`);
+  if (!['float32', 'float16', 'bfloat16'].includes(a.storage)) throw new UsageError(`--storage must be float32, float16 or bfloat16; got ${a.storage}`);
   return a;
 }
 
@@ -271,6 +288,10 @@ async function compare(o, emit) {
 
 async function main() {
   const o = parseArgs(process.argv);
+  if (o.help) {
+    console.log(USAGE);
+    return;
+  }
   if (o.child === 'memory') {
     console.log(JSON.stringify(memoryChild(o)));
     return;
@@ -292,6 +313,6 @@ async function main() {
 }
 
 main().catch((e) => {
-  console.error(e.stack || String(e));
+  console.error(e instanceof UsageError ? `bench: ${e.message}` : (e.stack || String(e)));
   process.exit(1);
 });
