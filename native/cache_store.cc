@@ -230,6 +230,16 @@ void CacheStore::update(const CacheUpdate& u) {
              "update: " + std::to_string(m) + " new items do not fit in a cache of " + std::to_string(size_) + " rows");
   }
 
+  // Step 2's row write, shared by both paths: the values of refresh item i
+  // into its row (only the refreshed columns); returns the row.
+  auto refreshRow = [&](int64_t i) {
+    const int32_t r = u.updatedIndices[i];
+    for (int64_t c = 0; c < nCols; ++c)
+      if (u.updatedValues[c] != nullptr) writeRow(columns_[c], s.data[c], r, u.updatedValues[c], i);
+    filled_[r] = 1;
+    return r;
+  };
+
   // Regular state: every age in [0, INT32_MAX) -> O(m log m) path. The list
   // is ordered by age, so the head holds the largest age and the tail the smallest.
   const bool regular = s.age(s.tail) >= 0 && s.age(s.head) < std::numeric_limits<int32_t>::max();
@@ -239,10 +249,7 @@ void CacheStore::update(const CacheUpdate& u) {
     readAge(ages.data());
     for (int64_t i = 0; i < u.numUpdated; ++i) {
       if (!on(u.updatedMask, i)) continue;
-      const int32_t r = u.updatedIndices[i];
-      for (int64_t c = 0; c < nCols; ++c)
-        if (u.updatedValues[c] != nullptr) writeRow(columns_[c], s.data[c], r, u.updatedValues[c], i);
-      filled_[r] = 1;
+      const int32_t r = refreshRow(i);
       if (u.useLru) ages[r] = -1;
     }
     if (m > 0) {
@@ -272,11 +279,7 @@ void CacheStore::update(const CacheUpdate& u) {
   s.refreshed.clear();
   for (int64_t i = 0; i < u.numUpdated; ++i) {
     if (!on(u.updatedMask, i)) continue;
-    const int32_t r = u.updatedIndices[i];
-    for (int64_t c = 0; c < nCols; ++c)
-      if (u.updatedValues[c] != nullptr) writeRow(columns_[c], s.data[c], r, u.updatedValues[c], i);
-    filled_[r] = 1;
-    s.refreshed.push_back(r);
+    s.refreshed.push_back(refreshRow(i));
   }
   std::sort(s.refreshed.begin(), s.refreshed.end());
   s.refreshed.erase(std::unique(s.refreshed.begin(), s.refreshed.end()), s.refreshed.end());
