@@ -4,7 +4,7 @@
  * write listeners, version).
  */
 import type { BackendName, FeatureDType, StorageDType, StoreBackend } from './backend';
-import { describe, typeError } from './errors';
+import { describe, knownKeys, typeError } from './errors';
 
 /** One feature of the cache: its per-row shape, dtype and (float features) storage type. */
 export interface FeatureSpec {
@@ -12,6 +12,8 @@ export interface FeatureSpec {
   dtype: FeatureDType;
   storage?: StorageDType;
 }
+/** @internal */
+export const FEATURE_SPEC_KEYS = knownKeys<FeatureSpec>({ shape: true, dtype: true, storage: true });
 export type Specs = Record<string, FeatureSpec>;
 
 const CREATE = Symbol('negative-cache.create');

@@ -3,11 +3,11 @@
  * semantics (DESIGN §3). Every argument is validated before anything is
  * written, so a rejected call leaves the cache exactly as it was.
  */
-import type { BackendName, ColumnLayout, PackedUpdate, StorageDType } from './backend';
+import type { BackendName, ColumnLayout, PackedUpdate, StorageDType, StoreBackend } from './backend';
 import { resolveBackend, createStore, type BackendOption } from './backends';
-import { NegativeCache, createNegativeCache, storeOf, type FeatureSpec, type Specs } from './cache';
+import { FEATURE_SPEC_KEYS, NegativeCache, createNegativeCache, storeOf, type FeatureSpec, type Specs } from './cache';
 import { checkedIndices, toIndices, toMask, toRows, widthOf, type TensorLike } from './convert';
-import { describe, rangeError, typeError } from './errors';
+import { describe, knownKeys, rangeError, rejectUnknownKeys, typeError, typeErrorText } from './errors';
 
 export { NegativeCache } from './cache';
 export type { FeatureSpec, Specs } from './cache';
@@ -25,6 +25,7 @@ export interface CacheManagerOptions {
   /** 'auto' (default): cuda when built and a device is present, else native, else js. */
   backend?: BackendOption;
 }
+const CACHE_MANAGER_OPTION_KEYS = knownKeys<CacheManagerOptions>({ useLru: true, backend: true });
 
 export interface InitialCache {
   /** Full-size data for every spec key (cacheSize rows each). */
@@ -32,6 +33,7 @@ export interface InitialCache {
   /** cacheSize ages (zeros when omitted). */
   age?: ArrayLike<number> | TensorLike;
 }
+const INITIAL_CACHE_KEYS = knownKeys<InitialCache>({ data: true, age: true }, "'data' and 'age'");
 
 export interface CacheUpdateInput {
   newItems?: Record<string, BatchLike>;
@@ -40,14 +42,21 @@ export interface CacheUpdateInput {
   updatedItemIndices?: IndexLike;
   updatedItemMask?: MaskLike;
 }
+const CACHE_UPDATE_KEYS = knownKeys<CacheUpdateInput>({
+  newItems: true, newItemsMask: true, updatedItemData: true, updatedItemIndices: true, updatedItemMask: true,
+});
+
+/** The refresh part of an update. */
+type RefreshInput = Pick<CacheUpdateInput, 'updatedItemData' | 'updatedItemIndices' | 'updatedItemMask'>;
+
+/** @internal Rows of features, validated and converted against a manager's specs: `rows` rows per key. */
+export interface PackedRows {
+  values: Record<string, Float32Array | Int32Array>;
+  rows: number;
+}
 
 const FEATURE_DTYPES = ['float32', 'int32'];
 const STORAGES = ['float32', 'float16', 'bfloat16'];
-
-/** TypeError whose actual part is already text. */
-function typeErrorText(name: string, expected: string, actualText: string): TypeError {
-  return new TypeError(`negative-cache: ${name} must be ${expected}; got ${actualText}`);
-}
 
 function isPlainRecord(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v) && !ArrayBuffer.isView(v);
@@ -63,6 +72,7 @@ function normalizeSpecs(specs: unknown): Readonly<Specs> {
     const s = specs[key];
     const name = `specs['${key}']`;
     if (!isPlainRecord(s)) throw typeError(name, 'an object {shape, dtype, storage?}', s);
+    rejectUnknownKeys(name, s, FEATURE_SPEC_KEYS);
     if (typeof s.dtype !== 'string' || !FEATURE_DTYPES.includes(s.dtype)) {
       throw typeError(`${name}.dtype`, "'float32' or 'int32'", s.dtype);
     }
@@ -122,6 +132,7 @@ export class CacheManager {
     }
     if (cacheSize > 0x7fffffff) throw rangeError('cacheSize', 'at most 2^31-1', describe(cacheSize));
     if (options === null || typeof options !== 'object') throw typeError('options', 'an object', options);
+    rejectUnknownKeys('options', options, CACHE_MANAGER_OPTION_KEYS);
     const useLru = options.useLru ?? true;
     if (typeof useLru !== 'boolean') throw typeError('options.useLru', 'a boolean', useLru);
     this.cacheSize = cacheSize;
@@ -139,9 +150,7 @@ export class CacheManager {
     let ages: Int32Array | null = null;
     if (initial !== undefined && initial !== null) {
       if (!isPlainRecord(initial)) throw typeError('initial', 'an object {data, age?}', initial);
-      for (const k of Object.keys(initial)) {
-        if (k !== 'data' && k !== 'age') throw typeErrorText('initial', "an object with keys 'data' and 'age'", `an object with key '${k}'`);
-      }
+      rejectUnknownKeys('initial', initial, INITIAL_CACHE_KEYS);
       if (initial.data !== undefined) values = this.convertRecord('initial.data', initial.data, true, this.cacheSize).values;
       if (initial.age !== undefined) {
         const raw = toIndices('initial.age', initial.age);
@@ -172,18 +181,42 @@ export class CacheManager {
    * every age += 1. Validates everything first. Returns the same cache.
    */
   updateCache(cache: NegativeCache, update: CacheUpdateInput = {}): NegativeCache {
+    const store = this.ownStore(cache);
+    if (update === null || typeof update !== 'object') throw typeError('update', 'an object', update);
+    rejectUnknownKeys('update', update, CACHE_UPDATE_KEYS);
+    const { newItems, newItemsMask } = update;
+    let insert: PackedRows | null = null;
+    if (newItems !== undefined && newItems !== null) {
+      insert = this.convertRecord('newItems', newItems, true);
+    } else if (newItemsMask !== undefined && newItemsMask !== null) {
+      throw typeError('newItems', 'given when newItemsMask is given', newItems);
+    }
+    return this.apply(cache, store, insert, newItemsMask, update);
+  }
+
+  /**
+   * @internal updateCache with the new items already validated and converted
+   * (every spec key, `rows` rows each): the handlers' path, which checks and
+   * converts a batch once, before the loss runs. The rest is checked as usual.
+   */
+  _updateWithRows(cache: NegativeCache, newItems: PackedRows | null, newItemsMask: MaskLike | null,
+                  refresh: RefreshInput): NegativeCache {
+    return this.apply(cache, this.ownStore(cache), newItems, newItemsMask, refresh);
+  }
+
+  /** The store of a cache of this manager's layout; TypeError naming `cache` otherwise. */
+  private ownStore(cache: NegativeCache): StoreBackend {
     const store = storeOf(cache, 'cache');
     if (cache.size !== this.cacheSize || !sameSpecs(cache.specs, this.specs)) {
       throw typeErrorText('cache', `a cache of this manager's layout (${this.cacheSize} rows, specs ${specsText(this.specs)})`,
         `a cache of ${cache.size} rows with specs ${specsText(cache.specs)}`);
     }
-    if (update === null || typeof update !== 'object') throw typeError('update', 'an object', update);
-    for (const k of Object.keys(update)) {
-      if (!['newItems', 'newItemsMask', 'updatedItemData', 'updatedItemIndices', 'updatedItemMask'].includes(k)) {
-        throw typeErrorText('update', 'an object with keys newItems, newItemsMask, updatedItemData, updatedItemIndices, updatedItemMask',
-          `an object with key '${k}'`);
-      }
-    }
+    return store;
+  }
+
+  /** Validates the rest of an update (masks, the refresh part), then mutates. */
+  private apply(cache: NegativeCache, store: StoreBackend, insert: PackedRows | null, newItemsMask: MaskLike | null | undefined,
+                refresh: RefreshInput): NegativeCache {
     const size = this.cacheSize;
     const packed: PackedUpdate = {
       useLru: this.useLru, numUpdated: 0, updatedValues: {}, updatedIndices: null, updatedMask: null,
@@ -191,22 +224,19 @@ export class CacheManager {
     };
 
     // Insert part.
-    const { newItems, newItemsMask, updatedItemData, updatedItemIndices, updatedItemMask } = update;
     let m = 0;
-    if (newItems !== undefined && newItems !== null) {
-      const conv = this.convertRecord('newItems', newItems, true);
-      packed.newValues = conv.values;
-      packed.numNew = conv.rows;
-      if (newItemsMask !== undefined && newItemsMask !== null) packed.newMask = toMask('newItemsMask', newItemsMask, conv.rows);
-      for (let i = 0; i < conv.rows; i++) if (packed.newMask === null || packed.newMask[i]) m++;
+    if (insert !== null) {
+      packed.newValues = insert.values;
+      packed.numNew = insert.rows;
+      if (newItemsMask !== undefined && newItemsMask !== null) packed.newMask = toMask('newItemsMask', newItemsMask, insert.rows);
+      for (let i = 0; i < insert.rows; i++) if (packed.newMask === null || packed.newMask[i]) m++;
       if (m > size) {
         throw rangeError(packed.newMask ? 'newItemsMask' : 'newItems', `at most ${size} unmasked new items (the cache size)`, `${m}`);
       }
-    } else if (newItemsMask !== undefined && newItemsMask !== null) {
-      throw typeError('newItems', 'given when newItemsMask is given', newItems);
     }
 
     // Refresh part.
+    const { updatedItemData, updatedItemIndices, updatedItemMask } = refresh;
     let refreshedRows: Int32Array | null = null;
     if (updatedItemIndices !== undefined && updatedItemIndices !== null) {
       if (updatedItemData === undefined || updatedItemData === null) {
@@ -256,7 +286,7 @@ export class CacheManager {
    * !allKeys), the same row count everywhere (= expectedRows when given).
    */
   private convertRecord(argName: string, record: unknown, allKeys: boolean, expectedRows?: number,
-                        rowsFrom?: string): { values: Record<string, Float32Array | Int32Array>; rows: number } {
+                        rowsFrom?: string): PackedRows {
     if (!isPlainRecord(record) || isTensorLikeRecord(record)) {
       throw typeError(argName, `an object mapping feature names (${Object.keys(this.specs).join(', ')}) to batches`, record);
     }

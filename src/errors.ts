@@ -28,7 +28,43 @@ export function typeError(name: string, expected: string, actual: unknown): Type
   return new TypeError(`negative-cache: ${name} must be ${expected}; got ${describe(actual)}`);
 }
 
+/** TypeError "`name` must be EXPECTED; got ACTUAL" (actual already given as text). */
+export function typeErrorText(name: string, expected: string, actualText: string): TypeError {
+  return new TypeError(`negative-cache: ${name} must be ${expected}; got ${actualText}`);
+}
+
 /** RangeError "`name` must be EXPECTED; got ACTUAL" (actual given as text). */
 export function rangeError(name: string, expected: string, actual: string | number): RangeError {
   return new RangeError(`negative-cache: ${name} must be ${expected}; got ${actual}`);
+}
+
+/**
+ * The keys an options (or other record) type accepts, one list per type,
+ * written next to its interface: `knownKeys<CacheManagerOptions>({ useLru: true, backend: true })`.
+ * The compiler checks the list against the interface (a key missing or
+ * extra is a type error), so adding an option means adding it here too.
+ * `text` is how the list reads in the error message (default: comma-separated).
+ */
+export function knownKeys<T>(keys: { [K in keyof Required<T>]: true }, text?: string): KnownKeys {
+  const names = Object.freeze(Object.keys(keys));
+  return { names, text: text ?? names.join(', ') };
+}
+
+/** A list made by knownKeys(). */
+export interface KnownKeys {
+  readonly names: readonly string[];
+  readonly text: string;
+}
+
+/**
+ * TypeError "`name` must be an object with keys K1, K2, ...; got an object
+ * with unknown key 'k'" for the first own key of `value` not in `known`
+ * (a typo must never be silently ignored).
+ */
+export function rejectUnknownKeys(name: string, value: object, known: KnownKeys): void {
+  for (const key of Object.keys(value)) {
+    if (known.names.includes(key)) continue;
+    const expected = known.names.length === 0 ? 'omitted or an empty object (it takes no options)' : `an object with keys ${known.text}`;
+    throw new TypeError(`negative-cache: ${name} must be ${expected}; got an object with unknown key '${key}'`);
+  }
 }

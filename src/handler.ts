@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { NegativeCache } from './cache';
 import type { BatchLike, CacheManager } from './cache_manager';
 import { isTensor, toRows } from './convert';
-import { describe, rangeError, typeError } from './errors';
+import { describe, knownKeys, rangeError, rejectUnknownKeys, typeError } from './errors';
 import { IsInCacheFilterFn } from './filter';
 import type { CacheLoss, CacheLossReturn, DocNetwork } from './loss';
 
@@ -49,6 +49,10 @@ export interface CacheLossHandlerOptions {
    */
   dedupe?: boolean | IsInCacheFilterFn;
 }
+const HANDLER_OPTION_KEYS = knownKeys<CacheLossHandlerOptions>({
+  embeddingKey: true, dataKeys: true, summaryWriter: true, inBatchWeight: true, inBatchScale: true,
+  warmupSteps: true, dedupe: true,
+});
 
 /** What one call did, for logging (also in `handler.lastMetrics`). */
 export interface HandlerMetrics {
@@ -91,6 +95,7 @@ function nonNegative(name: string, v: unknown, fallback: number, integer = false
 
 function checkOptions(options: unknown, cacheLoss: unknown): CommonOptions {
   if (options === null || typeof options !== 'object') throw typeError('options', 'an object {embeddingKey, dataKeys, ...}', options);
+  rejectUnknownKeys('options', options, HANDLER_OPTION_KEYS);
   const o = options as CacheLossHandlerOptions;
   if (typeof o.embeddingKey !== 'string' || o.embeddingKey === '') throw typeError('options.embeddingKey', 'a non-empty string', o.embeddingKey);
   if (!Array.isArray(o.dataKeys) || o.dataKeys.some((k) => typeof k !== 'string')) {
@@ -406,6 +411,9 @@ export class MultiCacheLossHandler extends HandlerBase {
         throw typeError(`newItemEmbeddings['${n}']`, `a tf.Tensor2D [rows, ${queryEmbeddings.shape[1]}]`, e);
       }
       checkFeatures(newItemFeatures[n], this.cacheManagers[n], this.opts, `newItemFeatures['${n}']`, e.shape[0]);
+    }
+    for (const n of Object.keys(newItemFeatures)) {
+      if (!names.includes(n)) throw rangeError('newItemFeatures', `keys among the sources (${names.join(', ')})`, JSON.stringify(n));
     }
     return this.run(itemNetwork, queryEmbeddings, posItemEmbeddings, this.caches as Record<string, NegativeCache>, (ret) => {
       const out: SourceUpdate[] = [];

@@ -11,7 +11,7 @@ import type {
 } from './backend';
 import { kernelsFor } from './backends';
 import { NegativeCache, storeOf } from './cache';
-import { describe, rangeError, typeError } from './errors';
+import { describe, knownKeys, rangeError, rejectUnknownKeys, typeError } from './errors';
 import { jsKernels } from './js/kernels';
 
 // ------------------------------------------------------------------ public types
@@ -50,16 +50,27 @@ export interface CacheClassificationLossOptions {
   numNegatives?: number;
   scoreEmptyRows?: boolean;
 }
+const LOSS_OPTION_KEYS = knownKeys<CacheClassificationLossOptions>({
+  embeddingKey: true, dataKeys: true, scoreTransform: true, topK: true, reducer: true, retrievalFn: true,
+  seed: true, numNegatives: true, scoreEmptyRows: true,
+});
 
 function isPositiveFinite(x: unknown): x is number {
   return typeof x === 'number' && Number.isFinite(x) && x > 0;
 }
 
+export interface GumbelMaxRetrievalFnOptions {
+  /** Inverse temperature of the sampling softmax (default 1). */
+  invTemp?: number;
+}
+const GUMBEL_OPTION_KEYS = knownKeys<GumbelMaxRetrievalFnOptions>({ invTemp: true });
+
 /** Gumbel-max sampling: draws j with probability softmax(invTemp · S)[j]. */
 export class GumbelMaxRetrievalFn {
   readonly invTemp: number;
-  constructor(options: { invTemp?: number } = {}) {
+  constructor(options: GumbelMaxRetrievalFnOptions = {}) {
     if (options === null || typeof options !== 'object') throw typeError('options', 'an object', options);
+    rejectUnknownKeys('options', options, GUMBEL_OPTION_KEYS);
     const invTemp = options.invTemp ?? 1;
     if (typeof invTemp !== 'number') throw typeError('options.invTemp', 'a positive finite number', invTemp);
     if (!isPositiveFinite(invTemp)) throw rangeError('options.invTemp', 'a positive finite number', describe(invTemp));
@@ -69,9 +80,13 @@ export class GumbelMaxRetrievalFn {
 
 /** Deterministic retrieval: the best-scoring candidate(s). */
 export class MaxScoreRetrievalFn {
-  // eslint-disable-next-line @typescript-eslint/no-useless-constructor
-  constructor() { /* no options */ }
+  /** Takes no options; an options object with any key is rejected. */
+  constructor(options: Record<string, never> = {}) {
+    if (options === null || typeof options !== 'object') throw typeError('options', 'omitted (MaxScoreRetrievalFn takes no options)', options);
+    rejectUnknownKeys('options', options, NO_KEYS);
+  }
 }
+const NO_KEYS = knownKeys<Record<never, never>>({});
 
 // ------------------------------------------------------------------ helpers
 
@@ -200,6 +215,7 @@ export class CacheClassificationLoss implements CacheLoss {
 
   constructor(options: CacheClassificationLossOptions) {
     if (options === null || typeof options !== 'object') throw typeError('options', 'an object', options);
+    rejectUnknownKeys('options', options, LOSS_OPTION_KEYS);
     const o = options;
     if (typeof o.embeddingKey !== 'string' || o.embeddingKey === '') {
       throw typeError('options.embeddingKey', 'a non-empty string', o.embeddingKey);

@@ -50,6 +50,17 @@ describe('CacheManager constructor rejects bad specs, sizes and options', () => 
   cases.forEach(([fn, type, ...patterns], i) => {
     it(`case ${i}: ${patterns[0]}`, () => expectError(fn, type, ...patterns));
   });
+
+  it('rejects a misspelt option or spec key, naming it and listing the known ones', () => {
+    expectError(() => new nc.CacheManager(ok, 8, { backnd: 'js' }), TypeError,
+      /options must be an object with keys useLru, backend; got an object with unknown key 'backnd'/);
+    expectError(() => new nc.CacheManager(ok, 8, { useLRU: false }), TypeError, /unknown key 'useLRU'/);
+    expectError(() => new nc.CacheManager({ x: { shape: [2], dtype: 'float32', storge: 'float16' } }, 8), TypeError,
+      /specs\['x'\] must be an object with keys shape, dtype, storage; got an object with unknown key 'storge'/);
+    // The specs a manager hands out are accepted as they are.
+    const m = new nc.CacheManager(ok, 8, { backend: 'js' });
+    assert.strictEqual(new nc.CacheManager(m.specs, 8, { backend: 'js' }).specs.x.storage, 'float32');
+  });
 });
 
 for (const backend of BACKENDS) {
@@ -134,6 +145,12 @@ for (const backend of BACKENDS) {
       expectError(() => m.initCache({ data: full, age: [0, 0, 2 ** 31, 0] }), RangeError, /initial\.age\[2\]/);
       expectError(() => m.initCache({ dat: full }), TypeError, /initial must be an object with keys 'data' and 'age'/, /'dat'/);
       expectError(() => m.initCache(5), TypeError, /initial must be an object/, /got 5/);
+      expectError(() => m.initCache({ data: full, ages: [0, 0, 0, 0] }), TypeError, /initial must be an object with keys 'data' and 'age'; got an object with unknown key 'ages'/);
+    });
+
+    it('updateCache names a misspelt update key and lists the known ones', () => {
+      expectError(() => m.updateCache(cache, { newItems: item(1), updatedItemIndex: [0] }), TypeError,
+        /update must be an object with keys newItems, newItemsMask, updatedItemData, updatedItemIndices, updatedItemMask; got an object with unknown key 'updatedItemIndex'/);
     });
   });
 }

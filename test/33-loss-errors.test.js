@@ -39,6 +39,16 @@ describe('CacheClassificationLoss: constructor errors', () => {
     }
     assert.throws(() => new GumbelMaxRetrievalFn({ invTemp: '1' }), TypeError);
   });
+  it('rejects misspelt option keys, naming the key and listing the known ones', () => {
+    const typo = (fn, re) => assert.throws(fn, (e) => e instanceof TypeError && re.test(e.message));
+    typo(() => new CacheClassificationLoss({ ...base, numNegative: 4 }),
+      /options must be an object with keys embeddingKey, dataKeys, scoreTransform, topK, reducer, retrievalFn, seed, numNegatives, scoreEmptyRows; got an object with unknown key 'numNegative'/);
+    typo(() => new CacheClassificationLoss({ ...base, topk: 4 }), /unknown key 'topk'/);
+    typo(() => new GumbelMaxRetrievalFn({ invTemperature: 2 }), /options must be an object with keys invTemp; got an object with unknown key 'invTemperature'/);
+    typo(() => new nc.MaxScoreRetrievalFn({ invTemp: 2 }), /options must be omitted or an empty object \(it takes no options\); got an object with unknown key 'invTemp'/);
+    assert.ok(new nc.MaxScoreRetrievalFn() instanceof nc.MaxScoreRetrievalFn);
+    assert.strictEqual(new GumbelMaxRetrievalFn({ invTemp: undefined }).invTemp, 1);
+  });
 });
 
 for (const backend of nc.availableBackends()) {

@@ -166,6 +166,8 @@ describe('CacheLossHandler', () => {
         assert.throws(() => new nc.CacheLossHandler(manager, loss, { embeddingKey: 'embedding', dataKeys: ['data'], warmupSteps: -1 }), RangeError);
         assert.throws(() => new nc.CacheLossHandler(manager, {}, { embeddingKey: 'embedding', dataKeys: ['data'] }), /cacheLoss/);
         assert.throws(() => new nc.CacheLossHandler(manager, loss, { embeddingKey: 'embedding', dataKeys: ['data'], summaryWriter: {} }), /summaryWriter/);
+        assert.throws(() => new nc.CacheLossHandler(manager, loss, { embeddingKey: 'embedding', dataKeys: ['data'], warmupStep: 100 }), (e) => e instanceof TypeError &&
+          /options must be an object with keys embeddingKey, dataKeys, summaryWriter, inBatchWeight, inBatchScale, warmupSteps, dedupe; got an object with unknown key 'warmupStep'/.test(e.message));
         const handler = new nc.CacheLossHandler(manager, loss, { embeddingKey: 'embedding', dataKeys: ['data'] });
         const q = tf.tensor2d([[1], [2]]);
         const p3 = tf.tensor2d([[1], [2], [3]]);
@@ -208,7 +210,14 @@ describe('MultiCacheLossHandler', () => {
     assert.strictEqual(handler.lastMetrics.refreshed, 2);
     assert.strictEqual(handler.lastMetrics.inserted, 2);
     assert.deepStrictEqual(scalars, [['cache/interpretable_prediction_loss', 0], ['cache/staleness', 0]]);
+    const calls = loss.calls;
     assert.throws(() => handler.updateCacheAndComputeLoss(identity, q, p, { c: newA }, { c: { data: [[1], [2]] } }), /newItemEmbeddings/);
+    // A misspelt source in newItemFeatures is an error, not silently ignored.
+    assert.throws(() => handler.updateCacheAndComputeLoss(identity, q, p, { a: newA }, { a: { data: [[1], [2]] }, bb: { data: [[1]] } }),
+      (e) => e instanceof RangeError && /newItemFeatures must be keys among the sources \(a, b\); got "bb"/.test(e.message));
+    assert.throws(() => new nc.MultiCacheLossHandler(managers, loss, { embeddingKey: 'embedding', dataKeys: ['data'], dedup: true }),
+      (e) => e instanceof TypeError && /unknown key 'dedup'/.test(e.message));
+    assert.strictEqual(loss.calls, calls, 'rejected calls do not run the loss');
     tf.dispose([q, p, newA, out]);
     handler.dispose();
   });
