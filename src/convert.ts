@@ -15,20 +15,24 @@ export interface TensorLike {
 }
 
 /** The part of a feature spec these helpers need. */
-export interface RowSpec {
+interface RowSpec {
   shape: readonly number[];
   dtype: 'float32' | 'int32';
 }
 
-/** True for a tf.Tensor (or anything shaped like one). */
-export function isTensor(v: unknown): v is TensorLike {
+/**
+ * True for a tf.Tensor (or anything shaped like one): the one tensor test of
+ * the package. `isTensor<tf.Tensor>(x)` narrows to the tfjs type where the
+ * caller imports tfjs.
+ */
+export function isTensor<T extends TensorLike = TensorLike>(v: unknown): v is T {
   if (v === null || typeof v !== 'object') return false;
   const t = v as Partial<TensorLike>;
   return typeof t.dataSync === 'function' && Array.isArray(t.shape) && typeof t.dtype === 'string';
 }
 
 /** True for a numeric (non-BigInt) typed array. */
-export function isNumericTypedArray(v: unknown): v is Float32Array | Float64Array | Int32Array | Uint32Array | Int16Array | Uint16Array | Int8Array | Uint8Array | Uint8ClampedArray {
+function isNumericTypedArray(v: unknown): v is Float32Array | Float64Array | Int32Array | Uint32Array | Int16Array | Uint16Array | Int8Array | Uint8Array | Uint8ClampedArray {
   return ArrayBuffer.isView(v) && !(v instanceof DataView) && !(v instanceof BigInt64Array) && !(v instanceof BigUint64Array);
 }
 
@@ -44,7 +48,7 @@ export function widthOf(shape: readonly number[]): number {
 }
 
 /** Values of a live tensor (throws TypeError naming argName for a disposed one). */
-export function tensorValues(argName: string, t: TensorLike): ArrayLike<number> {
+function tensorValues(argName: string, t: TensorLike): ArrayLike<number> {
   if (t.isDisposed) throw new TypeError(`negative-cache: ${argName} must be a live tensor; got a disposed tensor`);
   if (t.dtype === 'string' || t.dtype === 'complex64') throw typeError(argName, 'a numeric tensor', t);
   return t.dataSync() as ArrayLike<number>;
@@ -212,4 +216,13 @@ export function checkedIndices(argName: string, indices: Int32Array | Float64Arr
     out[i] = v;
   }
   return out;
+}
+
+/** Index of the first NaN or ±Infinity (-Infinity allowed with skipMinusInf), or -1. */
+export function firstNonFinite(values: ArrayLike<number>, skipMinusInf = false): number {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v - v !== 0 && !(skipMinusInf && v === -Infinity)) return i;
+  }
+  return -1;
 }

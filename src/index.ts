@@ -1,11 +1,22 @@
 /**
  * negative-cache: a streaming cache of negatives for training retrieval
- * models (dual encoders) in TensorFlow.js. See README.md and DESIGN.md.
+ * models (dual encoders) in TensorFlow.js. See README.md and docs/design.md.
+ *
+ * The public surface, named one by one: every other module is internal.
  */
-export * from './cache_manager';   // CacheManager, NegativeCache, types
-export * from './loss';            // CacheClassificationLoss, retrieval fns, approximateTopKWithIndices
-export * from './handler';         // CacheLossHandler, MultiCacheLossHandler
-export * from './filter';          // IsInCacheFilterFn
+export { CacheManager, NegativeCache } from './cache_manager';
+export type {
+  BatchLike, CacheManagerOptions, CacheUpdateInput, FeatureSpec, IndexLike, InitialCache, MaskLike, Specs,
+} from './cache_manager';
+export { CacheClassificationLoss } from './loss';
+export type {
+  CacheClassificationLossOptions, CacheLoss, CacheLossReturn, DocNetwork, Reducer, ScoreTransform,
+} from './loss';
+export { GumbelMaxRetrievalFn, MaxScoreRetrievalFn, approximateTopKWithIndices } from './retrieval';
+export type { CustomRetrievalFn, GumbelMaxRetrievalFnOptions, RetrievalFn } from './retrieval';
+export { CacheLossHandler, MultiCacheLossHandler, inBatchCrossEntropy } from './handler';
+export type { CacheLossHandlerOptions, HandlerMetrics, SummaryWriter } from './handler';
+export { IsInCacheFilterFn } from './filter';
 export { NegativeCacheError } from './errors';
 export { availableBackends } from './backends';
 export type { BackendName, StorageDType, FeatureDType } from './backend';

@@ -1,25 +1,26 @@
 /**
- * CacheClassificationLoss (DESIGN §3): score every query against the cached
- * embeddings (no gradient, in the kernels), draw negatives by Gumbel-max (or
- * the best score, or a custom function), re-embed only the drawn rows with the
- * current document network and form a loss whose gradient matches the
- * cache-softmax cross-entropy in expectation.
+ * CacheClassificationLoss (docs/design.md §3): score every query against the
+ * cached embeddings (no gradient, in the kernels), draw negatives by
+ * Gumbel-max (or the best score, or a custom function), re-embed only the
+ * drawn rows with the current document network and form a loss whose
+ * gradient matches the cache-softmax cross-entropy in expectation.
+ *
+ * The parts live next door: sources.ts (the caches as one index space, the
+ * gathering of drawn rows), draw.ts (scoring and sampling through the
+ * kernels), retrieval.ts (the retrieval fns, approximateTopKWithIndices).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type {
-  BackendName, KernelBackend, SampleParams, ScoreRequest, StoreBackend,
-} from './backend';
-import { kernelsFor } from './backends';
-import { NegativeCache, storeOf } from './cache';
+import type { NegativeCache } from './cache';
+import { firstNonFinite, isTensor } from './convert';
+import { drawNegatives, transformScores } from './draw';
 import { describe, knownKeys, rangeError, rejectUnknownKeys, typeError } from './errors';
-import { jsKernels } from './js/kernels';
+import { GumbelMaxRetrievalFn, isRetrievalFn, type RetrievalFn } from './retrieval';
+import { gatherDrawn, refreshBySource, resolveSources, totalRows } from './sources';
 
-// ------------------------------------------------------------------ public types
-
+/** A number scales the scores; a function must act elementwise on tensors of any shape. */
 export type ScoreTransform = number | ((scores: tf.Tensor) => tf.Tensor);
 export type Reducer = 'mean' | 'sum' | 'none' | ((t: tf.Tensor) => tf.Tensor);
-export type CustomRetrievalFn = (scores: tf.Tensor2D) => tf.Tensor | ArrayLike<number>;
-export type RetrievalFn = GumbelMaxRetrievalFn | MaxScoreRetrievalFn | CustomRetrievalFn;
+/** The document network: the drawn rows' data (dataKeys) -> their embeddings. */
 export type DocNetwork = (data: Record<string, tf.Tensor>) => tf.Tensor2D;
 
 export interface CacheLossReturn {
@@ -34,6 +35,7 @@ export interface CacheLossReturn {
   updatedItemMask: Record<string, tf.Tensor | Uint8Array>;
 }
 
+/** What the handlers need of a loss. */
 export interface CacheLoss {
   compute(docNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posDocEmbeddings: tf.Tensor2D,
           caches: NegativeCache | Record<string, NegativeCache>): CacheLossReturn;
@@ -55,76 +57,21 @@ const LOSS_OPTION_KEYS = knownKeys<CacheClassificationLossOptions>({
   seed: true, numNegatives: true, scoreEmptyRows: true,
 });
 
-function isPositiveFinite(x: unknown): x is number {
-  return typeof x === 'number' && Number.isFinite(x) && x > 0;
+/** @internal How the caller named compute()'s arguments, for error messages. */
+export interface LossArgNames {
+  docNetwork: string;
+  posDocEmbeddings: string;
 }
-
-export interface GumbelMaxRetrievalFnOptions {
-  /** Inverse temperature of the sampling softmax (default 1). */
-  invTemp?: number;
-}
-const GUMBEL_OPTION_KEYS = knownKeys<GumbelMaxRetrievalFnOptions>({ invTemp: true });
-
-/** Gumbel-max sampling: draws j with probability softmax(invTemp · S)[j]. */
-export class GumbelMaxRetrievalFn {
-  readonly invTemp: number;
-  constructor(options: GumbelMaxRetrievalFnOptions = {}) {
-    if (options === null || typeof options !== 'object') throw typeError('options', 'an object', options);
-    rejectUnknownKeys('options', options, GUMBEL_OPTION_KEYS);
-    const invTemp = options.invTemp ?? 1;
-    if (typeof invTemp !== 'number') throw typeError('options.invTemp', 'a positive finite number', invTemp);
-    if (!isPositiveFinite(invTemp)) throw rangeError('options.invTemp', 'a positive finite number', describe(invTemp));
-    this.invTemp = invTemp;
-  }
-}
-
-/** Deterministic retrieval: the best-scoring candidate(s). */
-export class MaxScoreRetrievalFn {
-  /** Takes no options; an options object with any key is rejected. */
-  constructor(options: Record<string, never> = {}) {
-    if (options === null || typeof options !== 'object') throw typeError('options', 'omitted (MaxScoreRetrievalFn takes no options)', options);
-    rejectUnknownKeys('options', options, NO_KEYS);
-  }
-}
-const NO_KEYS = knownKeys<Record<never, never>>({});
-
-// ------------------------------------------------------------------ helpers
-
-function isTensor(x: unknown): x is tf.Tensor {
-  if (x instanceof tf.Tensor) return true;
-  const t = x as { shape?: unknown; dtype?: unknown; dataSync?: unknown; isDisposed?: unknown } | null;
-  return !!t && typeof t === 'object' && Array.isArray(t.shape) && typeof t.dtype === 'string' &&
-    typeof t.dataSync === 'function';
-}
+const OWN_ARG_NAMES: LossArgNames = { docNetwork: 'docNetwork', posDocEmbeddings: 'posDocEmbeddings' };
 
 function checkMatrix(x: unknown, name: string): tf.Tensor2D {
-  if (!isTensor(x)) throw typeError(name, 'a float32 tf.Tensor2D [batch, dim]', x);
+  if (!isTensor<tf.Tensor>(x)) throw typeError(name, 'a float32 tf.Tensor2D [batch, dim]', x);
   if (x.isDisposed) throw typeError(name, 'a live tensor', 'a disposed tensor');
   if (x.rank !== 2) throw rangeError(name, 'a rank-2 tensor [batch, dim]', `shape [${x.shape.join(', ')}]`);
   if (x.dtype !== 'float32') throw typeError(name, 'a float32 tensor', x);
   if (x.shape[0]! < 1) throw rangeError(name, 'a non-empty batch (at least one row)', `shape [${x.shape.join(', ')}]`);
   if (x.shape[1]! < 1) throw rangeError(name, 'at least one column', `shape [${x.shape.join(', ')}]`);
   return x as tf.Tensor2D;
-}
-
-function firstNonFinite(values: ArrayLike<number>, skipMinusInf = false): number {
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i];
-    if (v - v !== 0 && !(skipMinusInf && v === -Infinity)) return i;
-  }
-  return -1;
-}
-
-function storeOfCache(cache: unknown, name: string): StoreBackend {
-  return storeOf(cache as NegativeCache, name);
-}
-
-interface Source {
-  name: string;
-  cache: NegativeCache;
-  store: StoreBackend;
-  start: number;
-  size: number;
 }
 
 /** logaddexp(a, b) in float64. */
@@ -135,71 +82,13 @@ function logAddExp(a: number, b: number): number {
   return m + Math.log1p(Math.exp(-Math.abs(a - b)));
 }
 
-/**
- * topK grouping on a batch x n matrix: per row, the max of each of `groups`
- * consecutive groups (group g = [floor(g·n/K), floor((g+1)·n/K))), first
- * column on ties. With `skipMinusInf`, -inf entries are not candidates (an
- * all -inf group gives column -1); NaN is kept so callers can reject it.
- */
-function groupMaxOfMatrix(m: Float32Array, batch: number, n: number, groups: number,
-                          skipMinusInf: boolean): { scores: Float32Array; cols: Int32Array } {
-  const scores = new Float32Array(batch * groups).fill(-Infinity);
-  const cols = new Int32Array(batch * groups).fill(-1);
-  for (let b = 0; b < batch; b++) {
-    const off = b * n;
-    for (let g = 0; g < groups; g++) {
-      const lo = Math.floor((g * n) / groups), hi = Math.floor(((g + 1) * n) / groups);
-      let best = -Infinity, col = -1;
-      for (let j = lo; j < hi; j++) {
-        const s = m[off + j];
-        if (skipMinusInf && s === -Infinity) continue;
-        if (s !== s) { best = NaN; col = j; break; }
-        if (col < 0 || s > best) { best = s; col = j; }
-      }
-      scores[b * groups + g] = best;
-      cols[b * groups + g] = col;
-    }
-  }
-  return { scores, cols };
-}
-
-/**
- * Per row, each group's max and its column, in group order (the topK grouping
- * of DESIGN §3 on a given matrix). `scores` stays differentiable through a gather.
- */
-export function approximateTopKWithIndices(scores: tf.Tensor2D, k: number):
-    { scores: tf.Tensor2D; indices: tf.Tensor2D } {
-  if (!isTensor(scores)) throw typeError('scores', 'a tf.Tensor2D', scores);
-  if (scores.isDisposed) throw typeError('scores', 'a live tensor', 'a disposed tensor');
-  if (scores.rank !== 2) throw rangeError('scores', 'a rank-2 tensor', `shape [${scores.shape.join(', ')}]`);
-  const [batch, n] = scores.shape as [number, number];
-  if (typeof k !== 'number') throw typeError('k', `an integer in [1, ${n}]`, k);
-  if (!Number.isInteger(k) || k < 1 || k > n) throw rangeError('k', `an integer in [1, ${n}] (the number of columns)`, describe(k));
-  const values = scores.dtype === 'float32' ? scores.dataSync() as Float32Array : Float32Array.from(scores.dataSync() as ArrayLike<number>);
-  const { cols } = groupMaxOfMatrix(values, batch, n, k, false);
-  const flat = new Int32Array(batch * k);
-  for (let b = 0; b < batch; b++) for (let g = 0; g < k; g++) flat[b * k + g] = b * n + cols[b * k + g];
-  return tf.tidy(() => ({
-    scores: tf.reshape(tf.gather(tf.reshape(scores, [-1]), tf.tensor1d(flat, 'int32')), [batch, k]) as tf.Tensor2D,
-    indices: tf.tensor2d(cols, [batch, k], 'int32'),
-  }));
-}
-
+/** A random seed in [0, 2^53) for a loss constructed without one. */
 function drawSeed(): number {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
   const { randomInt } = require('crypto') as typeof import('crypto');
   return randomInt(0, 2 ** 21) * 2 ** 32 + randomInt(0, 2 ** 32);
 }
 
-// ------------------------------------------------------------------ the loss
-
-/** The draws of one compute() call, before any tensor work. */
-interface Draws {
-  rows: Int32Array;        // batch x k global rows, -1 = no draw
-  lse: Float32Array;       // batch
-  candidates: number;      // candidates per row (the same for every row)
-}
-
+/** The cache loss; see the file header. */
 export class CacheClassificationLoss implements CacheLoss {
   readonly embeddingKey: string;
   readonly dataKeys: readonly string[];
@@ -236,8 +125,7 @@ export class CacheClassificationLoss implements CacheLoss {
       throw typeError('options.reducer', "'mean', 'sum', 'none' or a function", reducer);
     }
     const retrievalFn = o.retrievalFn ?? new GumbelMaxRetrievalFn();
-    if (!(retrievalFn instanceof GumbelMaxRetrievalFn) && !(retrievalFn instanceof MaxScoreRetrievalFn) &&
-        typeof retrievalFn !== 'function') {
+    if (!isRetrievalFn(retrievalFn)) {
       throw typeError('options.retrievalFn', 'a GumbelMaxRetrievalFn, a MaxScoreRetrievalFn or a function', retrievalFn);
     }
     let seed: number;
@@ -276,18 +164,28 @@ export class CacheClassificationLoss implements CacheLoss {
     this.callCount = value;
   }
 
+  /**
+   * The loss over `caches` (docs/design.md §3): scores, draws, re-embeds the
+   * drawn rows with docNetwork; returns the losses and each source's refresh.
+   */
   compute(docNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posDocEmbeddings: tf.Tensor2D,
           caches: NegativeCache | Record<string, NegativeCache>): CacheLossReturn {
+    return this._compute(OWN_ARG_NAMES, docNetwork, queryEmbeddings, posDocEmbeddings, caches);
+  }
+
+  /** @internal compute(), with errors naming the caller's arguments (a handler's itemNetwork, posItemEmbeddings). */
+  _compute(names: LossArgNames, docNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posDocEmbeddings: tf.Tensor2D,
+           caches: NegativeCache | Record<string, NegativeCache>): CacheLossReturn {
     // ---- validate (nothing allocated, nothing changed on failure)
-    if (typeof docNetwork !== 'function') throw typeError('docNetwork', 'a function (data) => tf.Tensor2D', docNetwork);
+    if (typeof docNetwork !== 'function') throw typeError(names.docNetwork, 'a function (data) => tf.Tensor2D', docNetwork);
     const q = checkMatrix(queryEmbeddings, 'queryEmbeddings');
-    const p = checkMatrix(posDocEmbeddings, 'posDocEmbeddings');
+    const p = checkMatrix(posDocEmbeddings, names.posDocEmbeddings);
     const [batch, dim] = q.shape;
     if (p.shape[0] !== batch || p.shape[1] !== dim) {
-      throw rangeError('posDocEmbeddings', `shape [${batch}, ${dim}] like queryEmbeddings`, `shape [${p.shape.join(', ')}]`);
+      throw rangeError(names.posDocEmbeddings, `shape [${batch}, ${dim}] like queryEmbeddings`, `shape [${p.shape.join(', ')}]`);
     }
-    const sources = this.resolveSources(caches, dim);
-    const total = sources.reduce((n, s) => n + s.size, 0);
+    const sources = resolveSources(caches, this.embeddingKey, this.dataKeys, dim);
+    const total = totalRows(sources);
     if (this.topK !== undefined && this.topK > total) {
       throw rangeError('options.topK', `an integer in [1, ${total}] (the number of cached rows)`, this.topK);
     }
@@ -300,7 +198,7 @@ export class CacheClassificationLoss implements CacheLoss {
 
     // ---- draw (kernels; no tensors yet except inside a scoreTransform function)
     const call = this.callCount;
-    const draws = this.draw(sources, queries, batch, dim, call);
+    const draws = drawNegatives(this, sources, queries, batch, dim, call);
     const k = this.numNegatives;
 
     // ---- tensors
@@ -311,30 +209,17 @@ export class CacheClassificationLoss implements CacheLoss {
     for (let i = 0; i < slots; i++) if (draws.rows[i] >= 0) { valid[i] = 1; numValid++; }
 
     // Per-source index / mask arrays (plain typed arrays: nothing to dispose).
-    const updatedItemIndices: Record<string, Int32Array> = {};
-    const updatedItemMask: Record<string, Uint8Array> = {};
-    for (const s of sources) {
-      const idx = new Int32Array(slots).fill(-1);
-      const mask = new Uint8Array(slots);
-      for (let i = 0; i < slots; i++) {
-        const j = draws.rows[i];
-        if (j < 0) continue;
-        idx[i] = j - s.start;
-        if (j >= s.start && j < s.start + s.size) mask[i] = 1;
-      }
-      updatedItemIndices[s.name] = idx;
-      updatedItemMask[s.name] = mask;
-    }
+    const { indices: updatedItemIndices, masks: updatedItemMask } = refreshBySource(sources, draws.rows);
 
     // Gather the drawn rows' data and stored embeddings (compact: valid draws only).
-    const gathered = numValid > 0 ? this.gather(sources, draws.rows, numValid) : null;
+    const gathered = numValid > 0 ? gatherDrawn(sources, draws.rows, numValid, this.dataKeys, this.embeddingKey) : null;
 
     const result = tf.tidy(() => {
-      const sPos = this.transform(tf.sum(tf.mul(q, p), 1), 's_pos');
+      const sPos = transformScores(this.scoreTransform, tf.sum(tf.mul(q, p), 1), 's_pos');
       const sPosValues = sPos.dataSync();
       const badPos = firstNonFinite(sPosValues);
       if (badPos >= 0) {
-        throw rangeError('posDocEmbeddings', 'values giving finite positive scores',
+        throw rangeError(names.posDocEmbeddings, 'values giving finite positive scores',
           `score ${describe(sPosValues[badPos])} for row ${badPos}`);
       }
       // p_pos (gradient stopped) and -log p_pos, in float64.
@@ -364,9 +249,9 @@ export class CacheClassificationLoss implements CacheLoss {
         data[key] = tf.tensor(gathered.data[key], [numValid, ...spec.shape], spec.dtype === 'int32' ? 'int32' : 'float32');
       }
       const negRaw = docNetwork(data);
-      if (!isTensor(negRaw)) throw typeError('docNetwork(data)', `a tf.Tensor2D [${numValid}, ${dim}]`, negRaw);
+      if (!isTensor<tf.Tensor>(negRaw)) throw typeError(`${names.docNetwork}(data)`, `a tf.Tensor2D [${numValid}, ${dim}]`, negRaw);
       if (negRaw.rank !== 2 || negRaw.shape[0] !== numValid || negRaw.shape[1] !== dim) {
-        throw rangeError('docNetwork(data)', `a tensor of shape [${numValid}, ${dim}] (one embedding per drawn row)`,
+        throw rangeError(`${names.docNetwork}(data)`, `a tensor of shape [${numValid}, ${dim}] (one embedding per drawn row)`,
           `shape [${negRaw.shape.join(', ')}]`);
       }
       const negF = negRaw.dtype === 'float32' ? negRaw : tf.cast(negRaw, 'float32');
@@ -381,7 +266,7 @@ export class CacheClassificationLoss implements CacheLoss {
         neg = tf.gather(tf.concat([negF, tf.zeros([1, dim])], 0), tf.tensor1d(slotMap, 'int32')) as tf.Tensor2D;
       }
       const qRep = k === 1 ? q : tf.reshape(tf.tile(q, [1, k]), [slots, dim]);
-      const sNegAll = this.transform(tf.sum(tf.mul(qRep, neg), 1), 's_neg');
+      const sNegAll = transformScores(this.scoreTransform, tf.sum(tf.mul(qRep, neg), 1), 's_neg');
       const weights = Float32Array.from(valid);
       const counts = new Float32Array(batch);
       for (let b = 0; b < batch; b++) {
@@ -419,276 +304,13 @@ export class CacheClassificationLoss implements CacheLoss {
     return { ...result, updatedItemIndices, updatedItemMask };
   }
 
-  // ---------------------------------------------------------------- internals
-
-  private resolveSources(caches: NegativeCache | Record<string, NegativeCache>, dim: number): Source[] {
-    const named: Array<[string, unknown, string]> = [];
-    if (caches instanceof NegativeCache) {
-      named.push(['cache', caches, 'caches']);
-    } else {
-      if (caches === null || typeof caches !== 'object' || Array.isArray(caches)) {
-        throw typeError('caches', 'a NegativeCache or a non-empty record of NegativeCaches', caches);
-      }
-      const names = Object.keys(caches).sort();
-      if (names.length === 0) throw typeError('caches', 'a NegativeCache or a non-empty record of NegativeCaches', 'an empty object');
-      for (const n of names) named.push([n, (caches as Record<string, unknown>)[n], `caches[${JSON.stringify(n)}]`]);
-    }
-    const sources: Source[] = [];
-    let start = 0;
-    let first: NegativeCache | null = null;
-    for (const [name, c, arg] of named) {
-      const store = storeOfCache(c, arg);
-      const cache = c as NegativeCache;
-      const emb = cache.specs[this.embeddingKey];
-      const keys = Object.keys(cache.specs).join(', ');
-      if (!emb) throw rangeError('options.embeddingKey', `a key of ${arg}'s specs (${keys})`, JSON.stringify(this.embeddingKey));
-      if (emb.dtype !== 'float32') {
-        throw typeError('options.embeddingKey', `a float32 feature of ${arg}`, `${JSON.stringify(this.embeddingKey)} of dtype ${emb.dtype}`);
-      }
-      const width = emb.shape.reduce((a, b) => a * b, 1);
-      if (width !== dim) {
-        throw rangeError('queryEmbeddings', `dimension ${width} to match ${arg}'s ${JSON.stringify(this.embeddingKey)} (shape [${emb.shape.join(', ')}])`,
-          `dimension ${dim}`);
-      }
-      for (const key of this.dataKeys) {
-        const spec = cache.specs[key];
-        if (!spec) throw rangeError('options.dataKeys', `keys of ${arg}'s specs (${keys})`, JSON.stringify(key));
-        if (first) {
-          const f = first.specs[key];
-          if (f.dtype !== spec.dtype || f.shape.join(',') !== spec.shape.join(',')) {
-            throw rangeError(arg, `feature ${JSON.stringify(key)} like the first source (${f.dtype} [${f.shape.join(', ')}])`,
-              `${spec.dtype} [${spec.shape.join(', ')}]`);
-          }
-        }
-      }
-      if (first && first.specs[this.embeddingKey].shape.join(',') !== emb.shape.join(',')) {
-        throw rangeError(arg, `embedding shape [${first.specs[this.embeddingKey].shape.join(', ')}] like the first source`,
-          `[${emb.shape.join(', ')}]`);
-      }
-      first = first ?? cache;
-      sources.push({ name, cache, store, start, size: store.size });
-      start += store.size;
-    }
-    return sources;
-  }
-
-  private kernels(sources: Source[]): KernelBackend {
-    const kind: BackendName = sources[0].store.kind;
-    return sources.every((s) => s.store.kind === kind) ? kernelsFor(kind) : jsKernels;
-  }
-
-  private transform(x: tf.Tensor, what: string): tf.Tensor {
-    const t = this.scoreTransform;
-    if (t === undefined) return x;
-    if (typeof t === 'number') return t === 1 ? x : tf.mul(x, t);
-    const y = t(x);
-    if (!isTensor(y)) throw typeError('scoreTransform(scores)', `a tensor of shape [${x.shape.join(', ')}] (applied to ${what})`, y);
-    if (y.shape.length !== x.shape.length || y.shape.some((d, i) => d !== x.shape[i])) {
-      throw rangeError('scoreTransform(scores)', `a tensor of the input's shape [${x.shape.join(', ')}] (applied to ${what})`,
-        `shape [${y.shape.join(', ')}]`);
-    }
-    return y.dtype === 'float32' ? y : tf.cast(y, 'float32');
-  }
-
   private reduce(x: tf.Tensor, what: string): tf.Tensor {
     const r = this.reducer;
     if (r === 'mean') return tf.mean(x);
     if (r === 'sum') return tf.sum(x);
     if (r === 'none') return x;
     const y = r(x);
-    if (!isTensor(y)) throw typeError('reducer(t)', `a tensor (reducing ${what})`, y);
+    if (!isTensor<tf.Tensor>(y)) throw typeError('reducer(t)', `a tensor (reducing ${what})`, y);
     return y;
-  }
-
-  private sampleParams(call: number): SampleParams {
-    const r = this.retrievalFn;
-    if (r instanceof MaxScoreRetrievalFn) {
-      return { mode: 'max', invTemp: 1, numDraws: this.numNegatives, seed: this.seed, call };
-    }
-    const invTemp = r instanceof GumbelMaxRetrievalFn ? r.invTemp : 1;
-    return { mode: typeof r === 'function' ? 'none' : 'gumbel', invTemp, numDraws: this.numNegatives, seed: this.seed, call };
-  }
-
-  /** Candidate scores, the draws (global rows) and lse per query. */
-  private draw(sources: Source[], queries: Float32Array, batch: number, dim: number, call: number): Draws {
-    const kern = this.kernels(sources);
-    const total = sources.reduce((n, s) => n + s.size, 0);
-    const t = this.scoreTransform;
-    const req: ScoreRequest = {
-      queries, batch, dim,
-      sources: sources.map((s) => ({ store: s.store, key: this.embeddingKey })),
-      scale: typeof t === 'number' ? t : 1,
-      scoreEmptyRows: this.scoreEmptyRows,
-    };
-    const params = this.sampleParams(call);
-    const custom = typeof this.retrievalFn === 'function' ? this.retrievalFn as CustomRetrievalFn : null;
-    const k = this.numNegatives;
-
-    // Fast path: the kernel streams rows, applies the scale and samples.
-    if (typeof t !== 'function' && this.topK === undefined && custom === null) {
-      const r = kern.scoreAndSample(req, params);
-      this.checkLse(r.lse, r.candidates);
-      return { rows: r.indices, lse: r.lse, candidates: batch > 0 ? r.candidates[0] : 0 };
-    }
-
-    // Candidate matrix: B x C scores (-inf = not a candidate) and, per column,
-    // the global row (null = column j is row j).
-    let matrix: Float32Array;
-    let cols: number;
-    let rowOf: Int32Array | null = null;
-    if (typeof t !== 'function' && this.topK !== undefined) {
-      const gm = kern.scoreGroupMax(req, this.topK);
-      matrix = gm.scores;
-      cols = this.topK;
-      rowOf = gm.rows;
-    } else {
-      matrix = typeof t === 'function' ? this.transformedMatrix(kern, req, sources, t, total) : kern.scoreMatrix(req);
-      if (typeof t !== 'function') this.maskNonCandidates(matrix, sources, batch, total);
-      cols = total;
-      if (this.topK !== undefined) {
-        const gm = groupMaxOfMatrix(matrix, batch, total, this.topK, true);
-        matrix = gm.scores;
-        cols = this.topK;
-        rowOf = gm.cols;
-      }
-    }
-    const badScore = firstNonFinite(matrix, true);
-    if (badScore >= 0) throw this.scoreError(matrix[badScore], Math.floor(badScore / cols));
-
-    const r = kern.sampleCandidates(matrix, batch, cols, params);
-    this.checkLse(r.lse, r.candidates);
-    const candidates = r.candidates[0];
-    let picked: Int32Array;
-    if (custom === null || candidates === 0) {
-      picked = r.indices;
-      if (custom !== null) picked = new Int32Array(batch * k).fill(-1);
-    } else {
-      picked = this.runCustom(custom, matrix, batch, cols);
-    }
-    const rows = new Int32Array(batch * k);
-    for (let i = 0; i < rows.length; i++) {
-      const c = picked[i];
-      rows[i] = c < 0 ? -1 : rowOf === null ? c : rowOf[(Math.floor(i / k)) * cols + c];
-    }
-    return { rows, lse: r.lse, candidates };
-  }
-
-  private checkLse(lse: Float32Array, candidates: Int32Array): void {
-    for (let b = 0; b < lse.length; b++) {
-      const v = lse[b];
-      if (candidates[b] > 0 && !(Number.isFinite(v))) throw this.scoreError(v, b);
-    }
-  }
-
-  private scoreError(v: number, row: number): RangeError {
-    return rangeError('scores', 'finite (check queryEmbeddings, the cached embeddings and scoreTransform)',
-      `${describe(v)} for query row ${row}`);
-  }
-
-  private maskNonCandidates(matrix: Float32Array, sources: Source[], batch: number, total: number): void {
-    if (this.scoreEmptyRows) return;
-    for (const s of sources) {
-      const filled = s.store.readFilled();
-      for (let j = 0; j < s.size; j++) {
-        if (filled[j]) continue;
-        for (let b = 0; b < batch; b++) matrix[b * total + s.start + j] = -Infinity;
-      }
-    }
-  }
-
-  /** Slow path: plain dot products, then the function transform with tf ops. */
-  private transformedMatrix(kern: KernelBackend, req: ScoreRequest, sources: Source[],
-                            t: (s: tf.Tensor) => tf.Tensor, total: number): Float32Array {
-    const { batch } = req;
-    const raw = kern.scoreMatrix({ ...req, scale: 1, scoreEmptyRows: true });
-    let out = raw;
-    tf.tidy(() => {
-      const x = tf.tensor2d(raw, [batch, total]);
-      const y = this.transform(x, 'the cache scores');
-      out = Float32Array.from(y.dataSync() as Float32Array);
-    });
-    this.maskNonCandidates(out, sources, batch, total);
-    return out;
-  }
-
-  private runCustom(fn: CustomRetrievalFn, matrix: Float32Array, batch: number, cols: number): Int32Array {
-    const k = this.numNegatives;
-    let values: number[] = [];
-    let shapeText = '';
-    tf.tidy(() => {
-      const res = fn(tf.tensor2d(matrix, [batch, cols]));
-      if (isTensor(res)) {
-        shapeText = `shape [${res.shape.join(', ')}]`;
-        values = Array.from(res.dataSync() as ArrayLike<number>);
-      } else if (res !== null && typeof res === 'object' && typeof (res as ArrayLike<number>).length === 'number') {
-        shapeText = `length ${(res as ArrayLike<number>).length}`;
-        values = Array.from(res as ArrayLike<number>);
-      } else {
-        throw typeError('retrievalFn(scores)', `a tensor or array of ${batch * k} column indices`, res);
-      }
-    });
-    if (values.length !== batch * k) {
-      throw rangeError('retrievalFn(scores)', `${batch * k} column indices (${k} per query row)`, shapeText);
-    }
-    const out = new Int32Array(batch * k);
-    for (let i = 0; i < values.length; i++) {
-      const c = values[i];
-      const b = Math.floor(i / k);
-      if (!Number.isInteger(c) || c < 0 || c >= cols) {
-        throw rangeError('retrievalFn(scores)', `integer columns in [0, ${cols})`, `${describe(c)} for query row ${b}`);
-      }
-      if (matrix[b * cols + c] === -Infinity) {
-        throw rangeError('retrievalFn(scores)', 'columns of candidates (scores > -Infinity)', `column ${c} for query row ${b}`);
-      }
-      out[i] = c;
-    }
-    return out;
-  }
-
-  /** Data of the drawn rows for docNetwork (compact, valid draws in slot order) and their stored embeddings (all slots). */
-  private gather(sources: Source[], rows: Int32Array, numValid: number):
-      { data: Record<string, Float32Array | Int32Array>; embeddings: Float32Array } {
-    const slots = rows.length;
-    // Compact position of each valid slot, and per source the local rows and positions.
-    const perSource = sources.map(() => ({ rows: [] as number[], pos: [] as number[], slots: [] as number[] }));
-    let c = 0;
-    for (let i = 0; i < slots; i++) {
-      const j = rows[i];
-      if (j < 0) continue;
-      let s = 0;
-      while (j >= sources[s].start + sources[s].size) s++;
-      perSource[s].rows.push(j - sources[s].start);
-      perSource[s].pos.push(c++);
-      perSource[s].slots.push(i);
-    }
-    const keys = new Set([...this.dataKeys]);
-    const data: Record<string, Float32Array | Int32Array> = {};
-    const cache0 = sources[0].cache;
-    for (const key of keys) {
-      const spec = cache0.specs[key];
-      const width = spec.shape.reduce((a, b) => a * b, 1);
-      const arr = spec.dtype === 'int32' ? new Int32Array(numValid * width) : new Float32Array(numValid * width);
-      sources.forEach((src, si) => {
-        const ps = perSource[si];
-        if (ps.rows.length === 0) return;
-        const got = src.store.gatherRows(key, Int32Array.from(ps.rows));
-        for (let r = 0; r < ps.pos.length; r++) {
-          arr.set(got.subarray(r * width, (r + 1) * width), ps.pos[r] * width);
-        }
-      });
-      data[key] = arr;
-    }
-    const emb = cache0.specs[this.embeddingKey];
-    const dim = emb.shape.reduce((a, b) => a * b, 1);
-    const embeddings = new Float32Array(slots * dim);
-    sources.forEach((src, si) => {
-      const ps = perSource[si];
-      if (ps.rows.length === 0) return;
-      const got = src.store.gatherRows(this.embeddingKey, Int32Array.from(ps.rows)) as Float32Array;
-      for (let r = 0; r < ps.slots.length; r++) {
-        embeddings.set(got.subarray(r * dim, (r + 1) * dim), ps.slots[r] * dim);
-      }
-    });
-    return { data, embeddings };
   }
 }

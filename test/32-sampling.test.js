@@ -166,22 +166,29 @@ describe('sampling: native and JS draw the same negatives', () => {
     });
   }
 
-  it('sources of different backends are scored by the JS kernels with the same draws', function () {
+  it('sources of different backends are rejected (TypeError naming caches and the backends); one backend each draws the same', function () {
     if (!nc.availableBackends().includes('native')) this.skip();
     const D = 8, B = 16;
     const specs = { emb: { shape: [D], dtype: 'float32' } };
     const ea = rand(50 * D), eb = rand(30 * D);
     const jsA = new CacheManager(specs, 50, { backend: 'js' }).initCache({ data: { emb: ea } });
     const jsB = new CacheManager(specs, 30, { backend: 'js' }).initCache({ data: { emb: eb } });
+    const natA = new CacheManager(specs, 50, { backend: 'native' }).initCache({ data: { emb: ea } });
     const natB = new CacheManager(specs, 30, { backend: 'native' }).initCache({ data: { emb: eb } });
     const q = tf.tensor2d(rand(B * D), [B, D]);
+    const newLoss = () => new CacheClassificationLoss({ embeddingKey: 'emb', dataKeys: [], reducer: 'none', seed: 8, numNegatives: 3 });
     const run = (caches) => {
-      const loss = new CacheClassificationLoss({ embeddingKey: 'emb', dataKeys: [], reducer: 'none', seed: 8, numNegatives: 3 });
-      const out = loss.compute(() => tf.zeros([B * 3, D]), q, q, caches);
+      const out = newLoss().compute(() => tf.zeros([B * 3, D]), q, q, caches);
       return [Array.from(out.updatedItemIndices.a), Array.from(out.updatedItemIndices.b)];
     };
-    assert.deepStrictEqual(run({ a: jsA, b: natB }), run({ a: jsA, b: jsB }));
+    const loss = newLoss();
+    const tensors = tf.memory().numTensors;
+    assert.throws(() => loss.compute(() => tf.zeros([B * 3, D]), q, q, { a: jsA, b: natB }), (e) => e instanceof TypeError &&
+      /caches must be NegativeCaches of one backend/.test(e.message) && /got a \(js\), b \(native\)/.test(e.message));
+    assert.strictEqual(loss.calls, 0, 'a rejected call counts');
+    assert.strictEqual(tf.memory().numTensors, tensors, 'tensors leaked');
+    assert.deepStrictEqual(run({ a: natA, b: natB }), run({ a: jsA, b: jsB }));
     q.dispose();
-    for (const c of [jsA, jsB, natB]) c.dispose();
+    for (const c of [jsA, jsB, natA, natB]) c.dispose();
   });
 });
