@@ -6,7 +6,7 @@
  * first use, then kept current from the cache's write listener (O(rows
  * written) per update). The index lives as long as the cache.
  */
-import { NegativeCache, storeOf } from './cache';
+import { NegativeCache, storeOf, type FeatureSpec } from './cache';
 import type { BatchLike } from './cache_manager';
 import { toRows, widthOf } from './convert';
 import { describe, typeError } from './errors';
@@ -64,6 +64,13 @@ class RowIndex {
   }
 }
 
+/** The content keys of rows 0..rows-1. */
+function contentKeys(columns: ArrayLike<number>[], widths: number[], rows: number): string[] {
+  const out = new Array<string>(rows);
+  for (let r = 0; r < rows; r++) out[r] = contentKey(columns, widths, r);
+  return out;
+}
+
 /**
  * The exact identity of row `r` over several columns: int32 values as
  * integers, float32 values by their bit patterns (so -0 and 0 differ and
@@ -115,29 +122,56 @@ export class IsInCacheFilterFn {
    * This is the insert mask a handler uses to store every document once.
    */
   insertMask(cache: NegativeCache, newItems: Record<string, BatchLike>): Uint8Array {
-    const { contents } = this.contents(cache, newItems);
-    const index = this.indexOf(cache);
-    const seen = new Set<string>();
-    const out = new Uint8Array(contents.length);
-    for (let i = 0; i < contents.length; i++) {
-      const c = contents[i];
-      if (index.find(c) < 0 && !seen.has(c)) out[i] = 1;
-      seen.add(c);
-    }
-    return out;
+    return this.classify(cache, this.contents(cache, newItems)).insertMask;
   }
 
   /** For each new item, a cache row holding exactly its values (one of them when several do), or -1. */
   lookup(cache: NegativeCache, newItems: Record<string, BatchLike>): Int32Array {
-    const { contents } = this.contents(cache, newItems);
+    return this.classify(cache, this.contents(cache, newItems)).cachedRows;
+  }
+
+  /**
+   * @internal insertMask() and lookup() in one pass over rows already
+   * checked and converted against the cache's specs (`values` holds at least
+   * this filter's keys, `rows` rows each): the handlers' path.
+   */
+  _classifyRows(cache: NegativeCache, values: Record<string, Float32Array | Int32Array>, rows: number):
+      { insertMask: Uint8Array; cachedRows: Int32Array } {
+    storeOf(cache, 'cache');
+    const columns = this.keys.map((key) => {
+      this.specOf(cache, key);
+      return values[key];
+    });
+    const widths = this.keys.map((key) => widthOf(cache.specs[key].shape));
+    return this.classify(cache, contentKeys(columns, widths, rows));
+  }
+
+  /** Per item: the cached row holding its content (or -1), and 1 where it is to be inserted. */
+  private classify(cache: NegativeCache, contents: string[]): { insertMask: Uint8Array; cachedRows: Int32Array } {
     const index = this.indexOf(cache);
-    const out = new Int32Array(contents.length);
-    for (let i = 0; i < contents.length; i++) out[i] = index.find(contents[i]);
-    return out;
+    const seen = new Set<string>();
+    const insertMask = new Uint8Array(contents.length);
+    const cachedRows = new Int32Array(contents.length);
+    for (let i = 0; i < contents.length; i++) {
+      const c = contents[i];
+      cachedRows[i] = index.find(c);
+      if (cachedRows[i] < 0 && !seen.has(c)) insertMask[i] = 1;
+      seen.add(c);
+    }
+    return { insertMask, cachedRows };
+  }
+
+  /** The spec of one of this filter's keys; TypeError naming `keys` when the cache has no such feature. */
+  private specOf(cache: NegativeCache, key: string): FeatureSpec {
+    const spec = cache.specs[key];
+    if (spec === undefined) {
+      throw typeError('keys', `feature names of the cache (${Object.keys(cache.specs).join(', ')})`, JSON.stringify(key));
+    }
+    return spec;
   }
 
   /** Validates the items (before anything else) and returns their content keys. */
-  private contents(cache: NegativeCache, newItems: Record<string, BatchLike>): { contents: string[] } {
+  private contents(cache: NegativeCache, newItems: Record<string, BatchLike>): string[] {
     storeOf(cache, 'cache');
     if (newItems === null || typeof newItems !== 'object' || Array.isArray(newItems) || ArrayBuffer.isView(newItems)) {
       throw typeError('newItems', `an object with keys ${this.keys.join(', ')}`, newItems);
@@ -146,10 +180,7 @@ export class IsInCacheFilterFn {
     const widths: number[] = [];
     let rows = -1;
     for (const key of this.keys) {
-      const spec = cache.specs[key];
-      if (spec === undefined) {
-        throw typeError('keys', `feature names of the cache (${Object.keys(cache.specs).join(', ')})`, JSON.stringify(key));
-      }
+      const spec = this.specOf(cache, key);
       if (!(key in newItems)) throw typeError(`newItems['${key}']`, 'a batch of rows', undefined);
       const conv = toRows(`newItems['${key}']`, (newItems as Record<string, unknown>)[key], spec);
       if (rows >= 0 && conv.rows !== rows) {
@@ -159,9 +190,7 @@ export class IsInCacheFilterFn {
       columns.push(conv.data);
       widths.push(widthOf(spec.shape));
     }
-    const contents = new Array<string>(rows);
-    for (let r = 0; r < rows; r++) contents[r] = contentKey(columns, widths, r);
-    return { contents };
+    return contentKeys(columns, widths, rows);
   }
 
   private indexOf(cache: NegativeCache): RowIndex {

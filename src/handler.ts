@@ -15,11 +15,11 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { NegativeCache } from './cache';
-import type { BatchLike, CacheManager } from './cache_manager';
+import type { BatchLike, CacheManager, PackedRows } from './cache_manager';
 import { isTensor, toRows } from './convert';
 import { describe, knownKeys, rangeError, rejectUnknownKeys, typeError } from './errors';
 import { IsInCacheFilterFn } from './filter';
-import type { CacheLoss, CacheLossReturn, DocNetwork } from './loss';
+import { CacheClassificationLoss, type CacheLoss, type CacheLossReturn, type DocNetwork, type LossArgNames } from './loss';
 
 /** The `scalar(name, value, step)` shape of tfjs-node's `tf.node.summaryFileWriter`. */
 export interface SummaryWriter {
@@ -168,10 +168,12 @@ interface SourceUpdate {
   refreshMask?: tf.Tensor | Uint8Array;
   /** Several sources: the mask routes rows. One source: the mask is used only where a draw found nothing (index out of range). */
   severalSources: boolean;
-  /** The positives to insert (absent: no insert for this source this step). */
-  newEmbeddings?: tf.Tensor2D;
-  newFeatures?: Record<string, BatchLike>;
+  /** The positives to insert, every spec key, checked and converted before the loss ran (absent: no insert this step). */
+  newItems?: PackedRows;
 }
+
+/** The handlers' names for the loss's arguments, so that a loss error names what the caller passed. */
+const HANDLER_ARG_NAMES: LossArgNames = { docNetwork: 'itemNetwork', posDocEmbeddings: 'posItemEmbeddings' };
 
 /** Shared step logic of both handlers. */
 abstract class HandlerBase {
@@ -208,7 +210,9 @@ abstract class HandlerBase {
       inBatch = inBatchCrossEntropy(queryEmbeddings, posItemEmbeddings, o.inBatchScale);
       loss = inBatch;
     } else {
-      ret = this.cacheLoss.compute(itemNetwork, queryEmbeddings, posItemEmbeddings, caches);
+      ret = this.cacheLoss instanceof CacheClassificationLoss
+        ? this.cacheLoss._compute(HANDLER_ARG_NAMES, itemNetwork, queryEmbeddings, posItemEmbeddings, caches)
+        : this.cacheLoss.compute(itemNetwork, queryEmbeddings, posItemEmbeddings, caches);
       const cacheTerm = ret.trainingLoss.rank === 0 ? ret.trainingLoss as tf.Scalar : tf.mean(ret.trainingLoss) as tf.Scalar;
       if (o.inBatchWeight > 0) {
         inBatch = inBatchCrossEntropy(queryEmbeddings, posItemEmbeddings, o.inBatchScale);
@@ -256,7 +260,6 @@ abstract class HandlerBase {
 
   private applyUpdate(u: SourceUpdate): { inserted: number; duplicates: number; refreshed: number } {
     const o = this.opts;
-    const update: Parameters<CacheManager['updateCache']>[1] = {};
     // Refresh list: the loss's re-embedded negatives, then cached duplicates of new items.
     let refreshData: Float32Array | tf.Tensor | null = null;
     let refreshIndices: Int32Array | null = null;
@@ -274,22 +277,22 @@ abstract class HandlerBase {
       }
     }
     let inserted = 0, duplicates = 0;
-    if (u.newEmbeddings && u.newFeatures) {
-      const newItems: Record<string, BatchLike> = { ...u.newFeatures, [o.embeddingKey]: u.newEmbeddings };
-      const rows = u.newEmbeddings.shape[0];
+    let insertMask: Uint8Array | null = null;
+    const newItems = u.newItems ?? null;
+    if (newItems !== null) {
+      const rows = newItems.rows;
       inserted = rows;
       if (o.filter) {
-        const keep = o.filter.insertMask(u.cache, newItems);
-        const cachedRows = o.filter.lookup(u.cache, newItems);
-        update.newItemsMask = keep;
+        const { insertMask: keep, cachedRows } = o.filter._classifyRows(u.cache, newItems.values, rows);
+        insertMask = keep;
         inserted = keep.reduce((a, v) => a + v, 0);
         duplicates = rows - inserted;
         const picks: number[] = [];
         for (let i = 0; i < rows; i++) if (cachedRows[i] >= 0) picks.push(i);
         if (picks.length > 0) {
           // A document already cached: refresh its row with the fresh embedding instead of inserting it again.
-          const dim = u.newEmbeddings.shape[1];
-          const emb = u.newEmbeddings.dataSync();
+          const emb = newItems.values[o.embeddingKey] as Float32Array;
+          const dim = emb.length / rows;
           const n = refreshIndices ? refreshIndices.length : 0;
           const data = new Float32Array((n + picks.length) * dim);
           const idx = new Int32Array(n + picks.length);
@@ -307,16 +310,16 @@ abstract class HandlerBase {
           refreshIndices = idx;
         }
       }
-      update.newItems = newItems;
     }
     let refreshed = 0;
+    const refresh: Parameters<CacheManager['_updateWithRows']>[3] = {};
     if (refreshData !== null && refreshIndices !== null) {
-      update.updatedItemData = { [o.embeddingKey]: refreshData };
-      update.updatedItemIndices = refreshIndices;
-      if (refreshMask !== null) update.updatedItemMask = refreshMask;
+      refresh.updatedItemData = { [o.embeddingKey]: refreshData };
+      refresh.updatedItemIndices = refreshIndices;
+      if (refreshMask !== null) refresh.updatedItemMask = refreshMask;
       refreshed = refreshMask === null ? refreshIndices.length : refreshMask.reduce((a, v) => a + v, 0);
     }
-    if (update.newItems !== undefined || update.updatedItemData !== undefined) u.manager.updateCache(u.cache, update);
+    if (newItems !== null || refresh.updatedItemData !== undefined) u.manager._updateWithRows(u.cache, newItems, insertMask, refresh);
     return { inserted, duplicates, refreshed };
   }
 }
@@ -345,12 +348,9 @@ export class CacheLossHandler extends HandlerBase {
   updateCacheAndComputeLoss(itemNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posItemEmbeddings: tf.Tensor2D,
                             features: Record<string, BatchLike>): tf.Scalar {
     checkEmbeddings(queryEmbeddings, posItemEmbeddings, 'posItemEmbeddings');
-    checkFeatures(features, this.cacheManager, this.opts, 'features', posItemEmbeddings.shape[0]);
+    const newItems = packNewItems(this.cacheManager, this.opts, features, 'features', posItemEmbeddings, 'posItemEmbeddings');
     return this.run(itemNetwork, queryEmbeddings, posItemEmbeddings, this.cache, (ret) => {
-      const u: SourceUpdate = {
-        manager: this.cacheManager, cache: this.cache, severalSources: false,
-        newEmbeddings: posItemEmbeddings, newFeatures: features,
-      };
+      const u: SourceUpdate = { manager: this.cacheManager, cache: this.cache, severalSources: false, newItems };
       if (ret) {
         const name = Object.keys(ret.updatedItemIndices)[0];
         u.refreshData = ret.updatedItemData[name][this.opts.embeddingKey];
@@ -404,13 +404,14 @@ export class MultiCacheLossHandler extends HandlerBase {
       throw typeError('newItemFeatures', 'a record of features per source', newItemFeatures);
     }
     const names = Object.keys(this.caches);
+    const newItems: Record<string, PackedRows> = {};
     for (const n of Object.keys(newItemEmbeddings)) {
       if (!names.includes(n)) throw rangeError('newItemEmbeddings', `keys among the sources (${names.join(', ')})`, JSON.stringify(n));
       const e = newItemEmbeddings[n];
       if (!isTensor(e) || e.shape.length !== 2 || e.shape[1] !== queryEmbeddings.shape[1]) {
         throw typeError(`newItemEmbeddings['${n}']`, `a tf.Tensor2D [rows, ${queryEmbeddings.shape[1]}]`, e);
       }
-      checkFeatures(newItemFeatures[n], this.cacheManagers[n], this.opts, `newItemFeatures['${n}']`, e.shape[0]);
+      newItems[n] = packNewItems(this.cacheManagers[n], this.opts, newItemFeatures[n], `newItemFeatures['${n}']`, e, `newItemEmbeddings['${n}']`);
     }
     for (const n of Object.keys(newItemFeatures)) {
       if (!names.includes(n)) throw rangeError('newItemFeatures', `keys among the sources (${names.join(', ')})`, JSON.stringify(n));
@@ -418,12 +419,9 @@ export class MultiCacheLossHandler extends HandlerBase {
     return this.run(itemNetwork, queryEmbeddings, posItemEmbeddings, this.caches as Record<string, NegativeCache>, (ret) => {
       const out: SourceUpdate[] = [];
       for (const n of names) {
-        const hasNew = newItemEmbeddings[n] !== undefined;
-        if (!hasNew && !ret) continue;
+        if (newItems[n] === undefined && !ret) continue;
         const u: SourceUpdate = {
-          manager: this.cacheManagers[n], cache: this.caches[n], severalSources: names.length > 1,
-          newEmbeddings: hasNew ? newItemEmbeddings[n] : undefined,
-          newFeatures: hasNew ? newItemFeatures[n] : undefined,
+          manager: this.cacheManagers[n], cache: this.caches[n], severalSources: names.length > 1, newItems: newItems[n],
         };
         if (ret) {
           u.refreshData = ret.updatedItemData[n][this.opts.embeddingKey];
@@ -451,7 +449,14 @@ function checkSpecs(manager: CacheManager, o: CommonOptions, argName: string): v
   }
 }
 
-function checkFeatures(features: unknown, manager: CacheManager, o: CommonOptions, argName: string, rows: number): void {
+/**
+ * The batch's new items, checked and converted once (before the loss runs,
+ * so that a call rejected here changes nothing): `features` must hold
+ * exactly the spec keys other than embeddingKey, each with one row per
+ * positive document; the embeddings fill embeddingKey.
+ */
+function packNewItems(manager: CacheManager, o: CommonOptions, features: unknown, argName: string,
+                      embeddings: tf.Tensor2D, embeddingsName: string): PackedRows {
   const want = Object.keys(manager.specs).filter((k) => k !== o.embeddingKey).sort();
   if (features === null || typeof features !== 'object' || Array.isArray(features) || isTensor(features)) {
     throw typeError(argName, `an object with the document features (${want.join(', ')})`, features);
@@ -459,12 +464,14 @@ function checkFeatures(features: unknown, manager: CacheManager, o: CommonOption
   if (o.embeddingKey in (features as object)) {
     throw typeError(argName, `the features without '${o.embeddingKey}' (the embedding comes from posItemEmbeddings)`, `an object with key '${o.embeddingKey}'`);
   }
-  // Checked before the loss runs, so that a call rejected here changes nothing.
   const got = Object.keys(features as object).sort();
   if (got.length !== want.length || got.some((k, i) => k !== want[i])) {
     throw rangeError(argName, `an object with exactly the keys ${want.join(', ')}`, `keys ${got.join(', ') || '(none)'}`);
   }
-  // Shapes and row counts too (one row per positive document): batch-sized work.
+  const rows = embeddings.shape[0];
   const f = features as Record<string, unknown>;
-  for (const k of want) toRows(`${argName}.${k}`, f[k], manager.specs[k], rows);
+  const values: Record<string, Float32Array | Int32Array> = {};
+  for (const k of want) values[k] = toRows(`${argName}.${k}`, f[k], manager.specs[k], rows).data;
+  values[o.embeddingKey] = toRows(embeddingsName, embeddings, manager.specs[o.embeddingKey], rows).data;
+  return { values, rows };
 }

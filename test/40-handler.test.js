@@ -159,6 +159,46 @@ describe('CacheLossHandler', () => {
         handler.dispose();
       });
 
+      it('checks and converts a batch once: the dedupe filter and the cache update reuse the rows', () => {
+        const manager = new nc.CacheManager(specs1, 8, { backend });
+        const loss = new nc.CacheClassificationLoss({ embeddingKey: 'embedding', dataKeys: ['data'], seed: 2 });
+        const handler = new nc.CacheLossHandler(manager, loss, { embeddingKey: 'embedding', dataKeys: ['data'], dedupe: true });
+        const q = tf.tensor2d([[1], [-1], [0.5]]);
+        const p = tf.tensor2d([[1], [2], [3]]);
+        for (let step = 0; step < 3; step++) {
+          const data = tf.tensor2d([[10 + step], [20], [10 + step]]);
+          let reads = 0;
+          const dataSync = data.dataSync.bind(data);
+          data.dataSync = () => { reads++; return dataSync(); };
+          tf.dispose(handler.updateCacheAndComputeLoss(identity, q, p, { data }));
+          assert.strictEqual(reads, 1, `step ${step}: the features were read ${reads} times`);
+          data.dispose();
+        }
+        // Steps 1 and 2 found 20 cached: inserted 10+step only once each step.
+        assert.deepStrictEqual([handler.lastMetrics.inserted, handler.lastMetrics.duplicates], [1, 2]);
+        assert.strictEqual(handler.cache.readFilled().reduce((a, v) => a + v, 0), 4);
+        tf.dispose([q, p]);
+        handler.dispose();
+      });
+
+      it("errors raised inside the loss name the handler's arguments (itemNetwork, posItemEmbeddings)", () => {
+        const manager = new nc.CacheManager(specs1, 4, { backend });
+        const loss = new nc.CacheClassificationLoss({ embeddingKey: 'embedding', dataKeys: ['data'], seed: 3 });
+        const handler = new nc.CacheLossHandler(manager, loss, { embeddingKey: 'embedding', dataKeys: ['data'] });
+        manager.updateCache(handler.cache, { newItems: { embedding: [[1], [2]], data: [[1], [2]] } });
+        const q = tf.tensor2d([[1], [2]]);
+        const bad = tf.tensor2d([[1], [NaN]]);
+        assert.throws(() => handler.updateCacheAndComputeLoss((d) => tf.concat([d.data, d.data], 1), q, q, { data: [[1], [2]] }),
+          (e) => e instanceof RangeError && /itemNetwork\(data\) must be a tensor of shape \[2, 1\]/.test(e.message));
+        assert.throws(() => handler.updateCacheAndComputeLoss(identity, q, bad, { data: [[1], [2]] }),
+          (e) => e instanceof RangeError && /posItemEmbeddings must be values giving finite positive scores/.test(e.message));
+        assert.strictEqual(loss.calls, 0);
+        assert.strictEqual(handler.step, 0);
+        assert.deepStrictEqual(Array.from(handler.cache.readAge()), [0, 0, 1, 1], 'a rejected step changed the cache');
+        tf.dispose([q, bad]);
+        handler.dispose();
+      });
+
       it('rejects bad arguments naming them, without touching the cache', () => {
         const manager = new nc.CacheManager(specs1, 4, { backend });
         const loss = new nc.CacheClassificationLoss({ embeddingKey: 'embedding', dataKeys: ['data'] });
