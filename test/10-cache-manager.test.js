@@ -5,8 +5,9 @@
 const assert = require('assert');
 const tf = require('@tensorflow/tfjs');
 const nc = require('..');
-const { storeOf } = require('../dist/cache');
-const { floatToHalf, halfToFloat, floatToBFloat16, bfloat16ToFloat } = require('../dist/js/half');
+const { storeOf, half } = require('./helpers/internals');
+
+const { floatToHalf, halfToFloat, floatToBFloat16, bfloat16ToFloat } = half;
 
 const BACKENDS = nc.availableBackends().filter((b) => b !== 'cuda');
 const SPECS = { 1: { shape: [2], dtype: 'int32' }, 2: { shape: [3], dtype: 'float32' } };

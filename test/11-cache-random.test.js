@@ -7,7 +7,7 @@
 // against an independent float64 formulation.
 const assert = require('assert');
 const nc = require('..');
-const half = require('../dist/js/half');
+const { half } = require('./helpers/internals');
 const { mulberry32 } = require('./helpers/rng');
 
 const BACKENDS = nc.availableBackends().filter((b) => b !== 'cuda');

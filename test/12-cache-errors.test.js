@@ -5,6 +5,7 @@
 const assert = require('assert');
 const tf = require('@tensorflow/tfjs');
 const nc = require('..');
+const { storeOf } = require('./helpers/internals');
 
 const BACKENDS = nc.availableBackends().filter((b) => b !== 'cuda');
 const SPECS = { emb: { shape: [3], dtype: 'float32', storage: 'float16' }, id: { shape: [2], dtype: 'int32' } };
@@ -158,7 +159,6 @@ for (const backend of BACKENDS) {
 describe('the native handle re-checks what protects memory', () => {
   it('rejects wrong typed arrays, lengths and indices without crashing', function () {
     if (!BACKENDS.includes('native')) this.skip();
-    const { storeOf } = require('../dist/cache');
     const m = new nc.CacheManager(SPECS, 4, { backend: 'native' });
     const cache = m.initCache();
     const before = snapshot(cache);

@@ -5,17 +5,10 @@
 // same draws for 1 and 2 threads, and bad input -> TypeError / RangeError.
 // test/21-baseline-isa.test.js reruns this file on the forced baseline path.
 const assert = require('assert');
-const { loadAddon } = require('../dist/native/addon');
-const { createStore, kernelsFor } = require('../dist/backends');
+const { loadAddon, createStore, kernelsFor, jsKernels } = require('./helpers/internals');
 const { rng } = require('./helpers/rng');
 
 const addon = loadAddon();
-let jsKernels;
-try {
-  jsKernels = require('../dist/js/kernels').jsKernels;
-} catch (e) {
-  jsKernels = undefined;
-}
 
 /** A pair of stores (native, js) with identical contents; `fill` = fraction of rows filled. */
 function makeStores(r, size, dim, storage, fill) {

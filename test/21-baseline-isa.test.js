@@ -5,8 +5,7 @@
 const assert = require('assert');
 const path = require('path');
 const { spawnSync } = require('child_process');
-const { loadAddon } = require('../dist/native/addon');
-const { createStore, kernelsFor } = require('../dist/backends');
+const { loadAddon, createStore, kernelsFor } = require('./helpers/internals');
 
 const addon = loadAddon();
 const describeNative = addon ? describe : describe.skip;
@@ -16,7 +15,7 @@ describeNative('baseline ISA path (forced)', function () {
 
   it('NEGATIVE_CACHE_FORCE_BASELINE=1 selects the baseline kernels, and they pass the kernel tests', () => {
     const probe = spawnSync(process.execPath, ['-e',
-      "process.stdout.write(JSON.stringify(require('./dist/native/addon').loadAddon().cpuFeatures()))"],
+      "process.stdout.write(JSON.stringify(require('./test/helpers/internals').loadAddon().cpuFeatures()))"],
     { cwd: path.join(__dirname, '..'), env: { ...process.env, NEGATIVE_CACHE_FORCE_BASELINE: '1' }, encoding: 'utf8' });
     assert.strictEqual(probe.status, 0, probe.stderr);
     assert.strictEqual(JSON.parse(probe.stdout).usingAvx2, false);

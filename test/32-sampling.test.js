@@ -1,12 +1,13 @@
 'use strict';
 // Sampling: draws follow softmax(invTemp · S) (chi-square), are a pure function
 // of (seed, call, row, column, scores) with the Philox mapping of
-// src/js/philox.ts, and are the same on every backend.
+// src/js/philox.ts (re-derived by the oracle in test/helpers/philox.js), and
+// are the same on every backend.
 const assert = require('assert');
 const tf = require('@tensorflow/tfjs');
 const nc = require('..');
-const { gumbelNoise, philox4x32_10 } = require('../dist/js/philox.js');
-const { philoxBlock } = require('../dist/js/kernels.js');
+const { gumbelNoise, philox4x32_10 } = require('./helpers/philox');
+const { philoxBlock } = require('./helpers/internals');
 const { mulberry32: mulberry } = require('./helpers/rng');
 
 const { CacheManager, CacheClassificationLoss, GumbelMaxRetrievalFn, MaxScoreRetrievalFn } = nc;
@@ -26,7 +27,7 @@ function chiSquare(counts, probs, n) {
 const softmax = (xs) => { const m = Math.max(...xs); const e = xs.map((x) => Math.exp(x - m)); const z = e.reduce((a, b) => a + b); return e.map((v) => v / z); };
 
 describe('Philox noise', () => {
-  it('the kernels\' Philox block equals src/js/philox.ts and the Random123 known answer', () => {
+  it('the kernels\' Philox block equals the oracle of test/helpers/philox.js and the Random123 known answer', () => {
     // Random123 kat_vectors: philox4x32 10 rounds, counter = key = 0
     assert.deepStrictEqual(Array.from(philox4x32_10(0, 0, 0, 0, 0, 0)), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
     const rng = mulberry(1);

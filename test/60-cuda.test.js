@@ -5,8 +5,7 @@
 // against the native (CPU) ones on random inputs (the C++ twin with more
 // cases is test/cpp/cuda_test.cc).
 const assert = require('assert');
-const { loadAddon } = require('../dist/native/addon');
-const { createStore, kernelsFor, resolveBackend, availableBackends } = require('../dist/backends');
+const { loadAddon, createStore, kernelsFor, resolveBackend, availableBackends } = require('./helpers/internals');
 const nc = require('..');
 const { rng } = require('./helpers/rng');
 
@@ -56,7 +55,7 @@ describe('CUDA backend', () => {
 
     it('the CUDA store and kernels fail with NegativeCacheError ERR_CUDA', function () {
       if (!cuda.built) this.skip();
-      const { CudaCacheStore } = require('../dist/cuda/cache_store');
+      const { CudaCacheStore } = require('./helpers/internals');
       const cols = [{ key: 'e', dtype: 'float32', storage: 'bfloat16', width: 8 }];
       assert.throws(() => new CudaCacheStore(addon, cols, 16),
         (e) => e instanceof nc.NegativeCacheError && e.code === 'ERR_CUDA' && e.message.includes(cuda.error()));

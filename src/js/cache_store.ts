@@ -15,16 +15,12 @@ const INT32_MAX = 0x7fffffff;
 
 type Column = Float32Array | Uint16Array | Int32Array;
 
-function sortInt32(a: Int32Array | number[]): void {
-  if (a instanceof Int32Array) a.sort();
-  else a.sort((x, y) => x - y);
-}
-
-/** Distinct values of a sorted array (in place), returns the new length. */
-function uniqueSorted(a: Int32Array, n: number): number {
+/** The distinct values of `a`, sorted (sorts `a` in place; returns a view of its start). */
+function sortedUnique(a: Int32Array): Int32Array {
+  a.sort();
   let k = 0;
-  for (let i = 0; i < n; i++) if (k === 0 || a[k - 1] !== a[i]) a[k++] = a[i];
-  return k;
+  for (let i = 0; i < a.length; i++) if (k === 0 || a[k - 1] !== a[i]) a[k++] = a[i];
+  return a.subarray(0, k);
 }
 
 export class JsCacheStore implements StoreBackend {
@@ -187,15 +183,29 @@ export class JsCacheStore implements StoreBackend {
       if (u.insertedRows && u.insertedRows.length !== nn) throw new TypeError(`negative-cache: insertedRows must have ${nn} entries`);
     }
     const refreshedCols = this.columns.filter((c) => u.updatedValues[c.key] !== undefined);
+    // Step 2's row write, shared by both paths: refresh item i into its row; returns the row.
+    const refreshRow = (i: number): number => {
+      const r = u.updatedIndices![i];
+      for (const c of refreshedCols) this.writeRow(c, r, u.updatedValues[c.key], i);
+      this.filled[r] = 1;
+      return r;
+    };
+    // Step 3's row write: new item i into row `row`, the j-th row chosen.
+    const insertRow = (i: number, j: number, row: number): void => {
+      if (u.insertedRows) u.insertedRows[j] = row;
+      for (const c of this.columns) this.writeRow(c, row, u.newValues[c.key], i);
+      this.filled[row] = 1;
+    };
 
+    // Regular state: every age in [0, INT32_MAX) -> O(m log m) path. The list
+    // is ordered by age, so the head holds the largest age and the tail the smallest.
     const regular = this.age(this.tail) >= 0 && this.age(this.head) < INT32_MAX;
     if (!regular) {
+      // Exact slow path: materialize ages, apply the reference semantics, rebuild.
       const ages = this.readAge();
       for (let i = 0; i < nu; i++) {
         if (!uon(i)) continue;
-        const r = u.updatedIndices![i];
-        for (const c of refreshedCols) this.writeRow(c, r, u.updatedValues[c.key], i);
-        this.filled[r] = 1;
+        const r = refreshRow(i);
         if (u.useLru) ages[r] = -1;
       }
       if (m > 0) {
@@ -205,10 +215,7 @@ export class JsCacheStore implements StoreBackend {
         for (let i = 0; i < nn; i++) {
           if (!non(i)) continue;
           const r = order[j];
-          if (u.insertedRows) u.insertedRows[j] = r;
-          j++;
-          for (const c of this.columns) this.writeRow(c, r, u.newValues[c.key], i);
-          this.filled[r] = 1;
+          insertRow(i, j++, r);
           ages[r] = -1;
         }
       }
@@ -217,48 +224,35 @@ export class JsCacheStore implements StoreBackend {
       return;
     }
 
-    // 2. Refresh (a later i wins); with LRU the rows become the youngest.
-    let refreshed = new Int32Array(nu);
+    // 2. Refresh: write rows in order (a later i wins); with LRU the rows
+    // become the youngest (age -1): unlink them and append them sorted by index.
+    const written = new Int32Array(nu);
     let nr = 0;
-    for (let i = 0; i < nu; i++) {
-      if (!uon(i)) continue;
-      const r = u.updatedIndices![i];
-      for (const c of refreshedCols) this.writeRow(c, r, u.updatedValues[c.key], i);
-      this.filled[r] = 1;
-      refreshed[nr++] = r;
-    }
-    refreshed = refreshed.subarray(0, nr);
-    sortInt32(refreshed);
-    nr = uniqueSorted(refreshed, nr);
-    refreshed = refreshed.subarray(0, nr);
-    const newStamp = (this.counter + 1) | 0;
-    if (u.useLru) {
-      for (let k = 0; k < nr; k++) this.unlink(refreshed[k]);
-      for (let k = 0; k < nr; k++) { this.append(refreshed[k]); this.stamp[refreshed[k]] = newStamp; }
-    }
+    for (let i = 0; i < nu; i++) if (uon(i)) written[nr++] = refreshRow(i);
+    const refreshed = sortedUnique(written.subarray(0, nr));
+    const newStamp = (this.counter + 1) | 0;   // age -1 now, 0 after the step
+    if (u.useLru) this.moveToTail(refreshed, newStamp);
 
-    // 3. Insert into the m oldest rows, in list order.
+    // 3. Insert: the m oldest rows in list order.
     if (m > 0) {
-      const written = new Int32Array(m + (u.useLru ? nr : 0));
+      const chosen = new Int32Array(m + (u.useLru ? refreshed.length : 0));
       let r = this.head;
-      for (let j = 0; j < m; j++) { written[j] = r; r = this.next[r]; }
+      for (let j = 0; j < m; j++) { chosen[j] = r; r = this.next[r]; }
       let j = 0;
-      for (let i = 0; i < nn; i++) {
-        if (!non(i)) continue;
-        const row = written[j];
-        if (u.insertedRows) u.insertedRows[j] = row;
-        j++;
-        for (const c of this.columns) this.writeRow(c, row, u.newValues[c.key], i);
-        this.filled[row] = 1;
-      }
-      if (u.useLru) written.set(refreshed, m);
-      sortInt32(written);
-      const nw = uniqueSorted(written, written.length);
-      for (let k = 0; k < nw; k++) this.unlink(written[k]);
-      for (let k = 0; k < nw; k++) { this.append(written[k]); this.stamp[written[k]] = newStamp; }
+      for (let i = 0; i < nn; i++) if (non(i)) { insertRow(i, j, chosen[j]); j++; }
+      // The youngest rows now: the chosen ones and, with LRU, the refreshed
+      // ones (the chosen may include some of them when m exceeds the older rows).
+      if (u.useLru) chosen.set(refreshed, m);
+      this.moveToTail(sortedUnique(chosen), newStamp);
     }
     // 4. Every age += 1.
     this.counter = newStamp;
+  }
+
+  /** Unlinks `rows` (distinct, sorted) and appends them at the tail in that order with `stamp`. */
+  private moveToTail(rows: Int32Array, stamp: number): void {
+    for (let k = 0; k < rows.length; k++) this.unlink(rows[k]);
+    for (let k = 0; k < rows.length; k++) { this.append(rows[k]); this.stamp[rows[k]] = stamp; }
   }
 
   readColumn(key: string): Float32Array | Int32Array {
@@ -291,13 +285,6 @@ export class JsCacheStore implements StoreBackend {
     const out = c.storage === 'int32' ? new Int32Array(rows.length * c.width) : new Float32Array(rows.length * c.width);
     for (let i = 0; i < rows.length; i++) this.readRows(c, rows[i], 1, out, i * c.width);
     return out;
-  }
-
-  /** Bytes of the data blocks and of the per-row bookkeeping (for the memory report). */
-  stats(): { dataBytes: number; bookkeepingBytesPerRow: number } {
-    let dataBytes = 0;
-    for (const c of this.columns) dataBytes += this.size * c.width * (c.storage === 'float16' || c.storage === 'bfloat16' ? 2 : 4);
-    return { dataBytes, bookkeepingBytesPerRow: 13 };
   }
 
   dispose(): void {

@@ -8,7 +8,7 @@ const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
 /** binary16 bits from float32 bits. */
-export function floatBitsToHalf(x: number): number {
+function floatBitsToHalf(x: number): number {
   const sign = (x >>> 16) & 0x8000;
   const exp = (x >>> 23) & 0xff;
   const mant = x & 0x7fffff;
@@ -32,13 +32,13 @@ export function floatBitsToHalf(x: number): number {
 }
 
 /** bfloat16 bits from float32 bits. */
-export function floatBitsToBFloat16(x: number): number {
+function floatBitsToBFloat16(x: number): number {
   if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0) return ((x >>> 16) | 0x0040) & 0xffff;
   return (((x >>> 0) + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
 /** float32 bits of binary16 bits (exact). */
-export function halfToFloatBits(h: number): number {
+function halfToFloatBits(h: number): number {
   const sign = (h & 0x8000) << 16;
   const exp = (h >>> 10) & 0x1f;
   const mant = h & 0x3ff;
@@ -73,6 +73,7 @@ export function bfloat16ToFloat(b: number): number {
 }
 
 let halfTable: Uint32Array | null = null;
+let bfloat16Table: Uint32Array | null = null;
 /** float32 bits of every binary16 value (a 256 KiB table, built on first use). */
 function halfBitsTable(): Uint32Array {
   if (!halfTable) {
@@ -80,6 +81,16 @@ function halfBitsTable(): Uint32Array {
     for (let h = 0; h < 65536; h++) halfTable[h] = halfToFloatBits(h);
   }
   return halfTable;
+}
+
+/** The float32 value of every 16-bit pattern of a half storage type (65536 entries, built on first use). */
+export function decodeTable(storage: 'float16' | 'bfloat16'): Float32Array {
+  if (storage === 'float16') return new Float32Array(halfBitsTable().buffer);
+  if (!bfloat16Table) {
+    bfloat16Table = new Uint32Array(65536);
+    for (let b = 0; b < 65536; b++) bfloat16Table[b] = b << 16;
+  }
+  return new Float32Array(bfloat16Table.buffer);
 }
 
 function bitsOf(src: Float32Array): Uint32Array {

@@ -16,73 +16,14 @@
 import type {
   GroupMaxResult, KernelBackend, SampleParams, SampleResult, ScoreRequest, StoreBackend,
 } from '../backend';
-
-const TWO32 = 4294967296;
-const TWO_M32 = 1 / TWO32;
-const M0 = 0xd2511f53;
-const M1 = 0xcd9e8d57;
-const W0 = 0x9e3779b9;
-const W1 = 0xbb67ae85;
-
-/**
- * Philox4x32-10 of counter (c0..c3) and key (k0, k1) into out; same function as
- * src/js/philox.ts, with a cheaper exact high-word product:
- * a*b = (a*bh)*2^16 + a*bl, both partial products exact in doubles.
- */
-export function philoxBlock(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number,
-                            out: Uint32Array): void {
-  for (let round = 0; round < 10; round++) {
-    const x0 = M0 * (c0 >>> 16), y0 = M0 * (c0 & 0xffff);
-    const hi0 = Math.floor((x0 + Math.floor(y0 / 65536)) / 65536) >>> 0;
-    const lo0 = Math.imul(M0, c0) >>> 0;
-    const x1 = M1 * (c2 >>> 16), y1 = M1 * (c2 & 0xffff);
-    const hi1 = Math.floor((x1 + Math.floor(y1 / 65536)) / 65536) >>> 0;
-    const lo1 = Math.imul(M1, c2) >>> 0;
-    c0 = (hi1 ^ c1 ^ k0) >>> 0;
-    c1 = lo1;
-    c2 = (hi0 ^ c3 ^ k1) >>> 0;
-    c3 = lo0;
-    k0 = (k0 + W0) >>> 0;
-    k1 = (k1 + W1) >>> 0;
-  }
-  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
-}
-
-/** Largest Gumbel value the mapping can produce (word = 2^32 - 1), plus a margin. */
-const GUMBEL_MAX = -Math.log(-Math.log((TWO32 - 0.5) * TWO_M32)) + 1e-6;
+import { typeError } from '../errors';
+import { groupStart } from './groups';
+import { decodeTable } from './half';
+import { GUMBEL_MAX, GumbelNoise } from './philox';
+import { TopKLists } from './top_k';
 
 /** Row count of one tile: 256 rows of 128 float32 = 128 KiB, about an L2's share. */
 const TILE_ROWS = 256;
-
-// ---------------------------------------------------------------- half decode
-
-let f16Table: Float32Array | null = null;
-let bf16Table: Float32Array | null = null;
-
-function float16Table(): Float32Array {
-  if (f16Table) return f16Table;
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >>> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    let v: number;
-    if (exp === 0) v = frac * 2 ** -24;
-    else if (exp === 31) v = frac === 0 ? Infinity : NaN;
-    else v = (1 + frac / 1024) * 2 ** (exp - 15);
-    t[h] = sign * v;
-  }
-  f16Table = t;
-  return t;
-}
-
-function bfloat16Table(): Float32Array {
-  if (bf16Table) return bf16Table;
-  const bits = new Uint32Array(65536);
-  for (let h = 0; h < 65536; h++) bits[h] = h << 16;
-  bf16Table = new Float32Array(bits.buffer);
-  return bf16Table;
-}
 
 // ---------------------------------------------------------------- segments
 
@@ -100,37 +41,34 @@ interface JsStoreViews {
   filledView(): Uint8Array;
 }
 
-function hasViews(store: StoreBackend): store is StoreBackend & JsStoreViews {
+function isJsStore(store: StoreBackend): store is StoreBackend & JsStoreViews {
   const s = store as unknown as Partial<JsStoreViews>;
   return store.kind === 'js' && typeof s.columnView === 'function' && typeof s.filledView === 'function';
 }
 
-function segmentsOf(req: ScoreRequest): { segments: Segment[]; total: number } {
+/** The request's sources as segments of the index space; every store must be a JS store (read in place). */
+function segmentsOf(req: ScoreRequest): Segment[] {
   const segments: Segment[] = [];
   let offset = 0;
-  for (const src of req.sources) {
+  req.sources.forEach((src, i) => {
     const store = src.store;
+    if (!isJsStore(store)) throw typeError(`sources[${i}].store`, 'a JS cache store', store);
     const col = store.columns.find((c) => c.key === src.key);
     if (!col) throw new Error(`negative-cache: internal: column ${src.key} missing in the store`);
     if (col.dtype !== 'float32') throw new Error(`negative-cache: internal: column ${src.key} is not a float column`);
     if (col.width !== req.dim) throw new Error(`negative-cache: internal: column ${src.key} has width ${col.width}, queries ${req.dim}`);
-    let data: Float32Array | Uint16Array;
-    let table: Float32Array | null = null;
-    let filled: Uint8Array | null = null;
-    if (hasViews(store)) {
-      const view = store.columnView(src.key);
-      if (view instanceof Int32Array) throw new Error(`negative-cache: internal: column ${src.key} is stored as int32`);
-      data = view;
-      if (view instanceof Uint16Array) table = col.storage === 'bfloat16' ? bfloat16Table() : float16Table();
-      if (!req.scoreEmptyRows) filled = store.filledView();
-    } else {
-      data = store.readColumn(src.key) as Float32Array;
-      if (!req.scoreEmptyRows) filled = store.readFilled();
-    }
+    const data = store.columnView(src.key) as Float32Array | Uint16Array;
+    const table = col.storage === 'float16' || col.storage === 'bfloat16' ? decodeTable(col.storage) : null;
+    const filled = req.scoreEmptyRows ? null : store.filledView();
     segments.push({ data, table, rows: store.size, offset, filled });
     offset += store.size;
-  }
-  return { segments, total: offset };
+  });
+  return segments;
+}
+
+/** Rows of the index space. */
+function totalOf(segments: Segment[]): number {
+  return segments.reduce((n, s) => n + s.rows, 0);
 }
 
 /**
@@ -202,60 +140,27 @@ function tileDots(q: Float32Array, batch: number, dim: number, tile: Float32Arra
 // ---------------------------------------------------------------- sampler state
 
 /**
- * Per-row streaming state: running logsumexp and the k best (perturbed) scores
- * in decreasing order, ties kept in arrival (= column) order.
+ * Per-row streaming state: a running logsumexp over the candidates offered,
+ * and the k best perturbed scores (invTemp·S + Gumbel noise; S itself in
+ * 'max' mode; none in 'none' mode).
  */
 class Sampler {
   readonly lseMax: Float64Array;
   readonly lseSum: Float64Array;
   readonly candidates: Int32Array;
-  readonly topValue: Float64Array;
-  readonly topIndex: Int32Array;
-  readonly topScore: Float32Array;
-  readonly topCount: Int32Array;
-  /** Value a new entry must beat: -inf until k entries, then the k-th best. */
-  readonly threshold: Float64Array;
-  readonly k: number;
-  readonly gumbel: boolean;
-  readonly ranked: boolean;   // false for mode 'none'
-  readonly invTemp: number;
-  private readonly key0: number;
-  private readonly key1: number;
-  private readonly call0: number;
-  private readonly call1: number;
-  private readonly words = new Uint32Array(4);
-  private blockRow = -1;
-  private blockId = -1;
+  readonly best: TopKLists;
+  private readonly gumbel: boolean;
+  private readonly invTemp: number;
+  private readonly noise: GumbelNoise;
 
   constructor(batch: number, params: SampleParams) {
-    const k = params.mode === 'none' ? 0 : params.numDraws;
-    this.k = k;
+    this.best = new TopKLists(batch, params.mode === 'none' ? 0 : params.numDraws);
     this.gumbel = params.mode === 'gumbel';
-    this.ranked = params.mode !== 'none';
     this.invTemp = params.invTemp;
+    this.noise = new GumbelNoise(params.seed, params.call);
     this.lseMax = new Float64Array(batch).fill(-Infinity);
     this.lseSum = new Float64Array(batch);
     this.candidates = new Int32Array(batch);
-    this.topValue = new Float64Array(batch * k).fill(-Infinity);
-    this.topIndex = new Int32Array(batch * k).fill(-1);
-    this.topScore = new Float32Array(batch * k).fill(NaN);
-    this.topCount = new Int32Array(batch);
-    this.threshold = new Float64Array(batch).fill(-Infinity);
-    this.key0 = params.seed % TWO32;
-    this.key1 = Math.floor(params.seed / TWO32);
-    this.call0 = params.call % TWO32;
-    this.call1 = Math.floor(params.call / TWO32);
-  }
-
-  /** Standard Gumbel noise for (row, col), reusing the Philox block of 4 columns. */
-  noise(row: number, col: number): number {
-    const block = Math.floor(col / 4);
-    if (block !== this.blockId || row !== this.blockRow) {
-      philoxBlock(block % TWO32, row, this.call0, this.call1, this.key0, this.key1, this.words);
-      this.blockId = block;
-      this.blockRow = row;
-    }
-    return -Math.log(-Math.log((this.words[col & 3] + 0.5) * TWO_M32));
   }
 
   /** Offers candidate `col` with score s (float32 value) to row b. */
@@ -268,37 +173,15 @@ class Sampler {
     } else if (s !== -Infinity) {
       this.lseSum[b] += Math.exp(s - this.lseMax[b]);
     }
-    if (this.k === 0) return;
-    const thr = this.threshold[b];
-    let v: number;
-    if (this.gumbel) {
-      const a = this.invTemp * s;
-      if (!(a + GUMBEL_MAX > thr)) return;  // safe bound: noise <= GUMBEL_MAX
-      v = a + this.noise(b, col);
-    } else {
-      v = s;
+    if (this.best.k === 0) return;
+    if (!this.gumbel) {
+      this.best.offer(b, s, col, s);
+      return;
     }
-    if (!(v > thr)) return;
-    this.insert(b, col, s, v);
-  }
-
-  private insert(b: number, col: number, s: number, v: number): void {
-    const k = this.k, base = b * k;
-    const vals = this.topValue, idx = this.topIndex, sc = this.topScore;
-    let n = this.topCount[b];
-    let p = n < k ? n : k - 1;
-    // Shift worse entries down; equal values stay ahead (smaller column wins).
-    while (p > 0 && vals[base + p - 1] < v) {
-      vals[base + p] = vals[base + p - 1];
-      idx[base + p] = idx[base + p - 1];
-      sc[base + p] = sc[base + p - 1];
-      p--;
-    }
-    vals[base + p] = v;
-    idx[base + p] = col;
-    sc[base + p] = s;
-    if (n < k) this.topCount[b] = ++n;
-    if (n === k) this.threshold[b] = vals[base + k - 1];
+    const a = this.invTemp * s;
+    // The noise is computed only where it could matter: noise <= GUMBEL_MAX.
+    if (!(a + GUMBEL_MAX > this.best.threshold[b])) return;
+    this.best.offer(b, a + this.noise.at(b, col), col, s);
   }
 
   result(batch: number, k: number): SampleResult {
@@ -308,8 +191,8 @@ class Sampler {
         ? -Infinity
         : this.lseMax[b] + Math.log(this.lseSum[b]);
     }
-    if (this.k === k) {
-      return { indices: this.topIndex, scores: this.topScore, lse, candidates: this.candidates };
+    if (this.best.k === k) {
+      return { indices: this.best.columns, scores: this.best.scores, lse, candidates: this.candidates };
     }
     // mode 'none': no draws, but the documented batch x k shape.
     return {
@@ -322,7 +205,7 @@ class Sampler {
 // ---------------------------------------------------------------- kernels
 
 function scoreAndSample(req: ScoreRequest, params: SampleParams): SampleResult {
-  const { segments } = segmentsOf(req);
+  const segments = segmentsOf(req);
   const { batch, dim, queries } = req;
   const scale = req.scale;
   const sampler = new Sampler(batch, params);
@@ -341,25 +224,26 @@ function scoreAndSample(req: ScoreRequest, params: SampleParams): SampleResult {
 }
 
 function scoreGroupMax(req: ScoreRequest, groups: number): GroupMaxResult {
-  const { segments, total } = segmentsOf(req);
+  const segments = segmentsOf(req);
+  const total = totalOf(segments);
   const { batch, dim, queries } = req;
   const scale = req.scale;
   const scores = new Float32Array(batch * groups).fill(-Infinity);
   const rowsOut = new Int32Array(batch * groups).fill(-1);
-  // Group of each global row, walked incrementally: group g = [floor(gN/K), floor((g+1)N/K)).
-  const groupStart = new Float64Array(groups + 1);
-  for (let g = 0; g <= groups; g++) groupStart[g] = Math.floor((g * total) / groups);
+  // Group of each global row, walked incrementally (src/js/groups.ts).
+  const starts = new Float64Array(groups + 1);
+  for (let g = 0; g <= groups; g++) starts[g] = groupStart(g, total, groups);
   const dots = new Float64Array(batch * TILE_ROWS);
   forEachTile(req, segments, (tile, start, rows, filled, fStart) => {
     tileDots(queries, batch, dim, tile, rows, filled, fStart, dots);
     let g0 = 0;
-    while (groupStart[g0 + 1] <= start) g0++;
+    while (starts[g0 + 1] <= start) g0++;
     for (let b = 0; b < batch; b++) {
       const dOff = b * rows;
       let g = g0;
       for (let r = 0; r < rows; r++) {
         const j = start + r;
-        while (groupStart[g + 1] <= j) g++;
+        while (starts[g + 1] <= j) g++;
         if (filled !== null && filled[fStart + r] === 0) continue;
         const s = Math.fround(scale * dots[dOff + r]);
         const o = b * groups + g;
@@ -389,7 +273,8 @@ function sampleCandidates(scores: Float32Array, batch: number, cols: number, par
 }
 
 function scoreMatrix(req: ScoreRequest): Float32Array {
-  const { segments, total } = segmentsOf(req);
+  const segments = segmentsOf(req);
+  const total = totalOf(segments);
   const { batch, dim, queries } = req;
   const scale = req.scale;
   const out = new Float32Array(batch * total).fill(-Infinity);
