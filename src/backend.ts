@@ -19,7 +19,7 @@ export interface ColumnLayout {
   width: number;
 }
 
-/** A validated, packed update (DESIGN §3 step 1 already checked). */
+/** A validated, packed update (docs/design.md §3.1 already checked). */
 export interface PackedUpdate {
   useLru: boolean;
   /** Refresh: rows of data per refreshed key (keys not refreshed are absent). */

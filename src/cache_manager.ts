@@ -1,6 +1,6 @@
 /**
  * CacheManager: creates caches and applies updates with the reference's
- * semantics (DESIGN §3). Every argument is validated before anything is
+ * semantics (docs/design.md §3). Every argument is validated before anything is
  * written, so a rejected call leaves the cache exactly as it was.
  */
 import type { BackendName, ColumnLayout, PackedUpdate, StorageDType, StoreBackend } from './backend';
@@ -115,7 +115,7 @@ function specsText(s: Readonly<Specs>): string {
   return JSON.stringify(s);
 }
 
-/** Creates caches and applies updates (DESIGN §3). */
+/** Creates caches and applies updates (docs/design.md §3). */
 export class CacheManager {
   /** The backend that holds this manager's caches ('auto' resolved). */
   readonly backend: BackendName;
@@ -176,7 +176,7 @@ export class CacheManager {
   }
 
   /**
-   * Applies one update in place (DESIGN §3): refresh updatedItemIndices rows
+   * Applies one update in place (docs/design.md §3): refresh updatedItemIndices rows
    * with updatedItemData, insert the unmasked newItems into the oldest rows,
    * every age += 1. Validates everything first. Returns the same cache.
    */

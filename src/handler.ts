@@ -1,9 +1,9 @@
 /**
  * Handlers: one training step's loss on the cache plus the cache update that
- * follows it (DESIGN §3 "Handler step"), for one cache (CacheLossHandler) or
+ * follows it (docs/design.md §3.3), for one cache (CacheLossHandler) or
  * several named sources (MultiCacheLossHandler).
  *
- * Beyond the reference (all off by default; DESIGN §5):
+ * Beyond the reference (all off by default; docs/design.md §5):
  * - `inBatchWeight`: add the in-batch softmax cross-entropy over the batch's
  *   own positives (scaled scores) to the cache term;
  * - `warmupSteps`: for the first W calls train with the in-batch
@@ -324,7 +324,7 @@ abstract class HandlerBase {
   }
 }
 
-/** Loss on one cache plus its update (DESIGN §3 "Handler step"). */
+/** Loss on one cache plus its update (docs/design.md §3.3). */
 export class CacheLossHandler extends HandlerBase {
   readonly cacheManager: CacheManager;
   readonly cache: NegativeCache;

@@ -1,5 +1,5 @@
 'use strict';
-// CacheManager / NegativeCache: DESIGN §3 worked examples, inputs of every
+// CacheManager / NegativeCache: the worked examples of docs/design.md §3.1, inputs of every
 // accepted kind, storage types, initCache, dispose, internal hooks; on every
 // backend of this build (native and js).
 const assert = require('assert');

@@ -2,7 +2,7 @@
 // Randomized cross-check: the same long random sequence of updates (masks,
 // refreshes, repeated and masked-out out-of-range indices, LRU and FIFO, every
 // storage type, int32 features, odd initial ages) applied to the native
-// store, the JS store and a naive O(N) model of DESIGN §3 written here; the
+// store, the JS store and a naive O(N) model of docs/design.md §3 written here; the
 // states must be identical after every step. Also float16/bfloat16 rounding
 // against an independent float64 formulation.
 const assert = require('assert');

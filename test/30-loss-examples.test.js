@@ -1,5 +1,5 @@
 'use strict';
-// CacheClassificationLoss: the DESIGN §3 worked example and hand-checked cases,
+// CacheClassificationLoss: the worked example of docs/design.md §3.2 and hand-checked cases,
 // on every available backend.
 const assert = require('assert');
 const tf = require('@tensorflow/tfjs');
@@ -43,7 +43,7 @@ for (const backend of nc.availableBackends()) {
       close(out.updatedItemData.cache.emb.dataSync(), Array.from(idx).map((j) => (j === 0 ? 1 : -1)), 0, 'updatedItemData');
     });
 
-    it('with a retrieval fn returning [0, 1, 0] gives p_pos and trainingLoss of DESIGN §3', () => {
+    it('with a retrieval fn returning [0, 1, 0] gives p_pos and trainingLoss of docs/design.md §3', () => {
       const loss = new CacheClassificationLoss({
         embeddingKey: 'emb', dataKeys: ['data'], reducer: 'none', retrievalFn: () => [0, 1, 0],
       });

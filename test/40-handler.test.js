@@ -1,5 +1,5 @@
 'use strict';
-// CacheLossHandler / MultiCacheLossHandler: the handler step of DESIGN §3
+// CacheLossHandler / MultiCacheLossHandler: the handler step of docs/design.md §3.3
 // (loss on the cache as it is, then refresh + insert), use inside
 // optimizer.minimize / tf.variableGrads without leaks, summaries, and the
 // options beyond the reference (warm-up, in-batch term, dedupe).
@@ -16,7 +16,7 @@ const identity = (d) => d.data;
 describe('CacheLossHandler', () => {
   for (const backend of BACKENDS) {
     describe(`backend ${backend}`, () => {
-      it('computes the loss on the cache as it is, then refreshes and inserts (DESIGN worked example)', () => {
+      it('computes the loss on the cache as it is, then refreshes and inserts (worked example of docs/design.md)', () => {
         const manager = new nc.CacheManager(specs1, 4, { backend });
         const loss = new nc.CacheClassificationLoss({ embeddingKey: 'embedding', dataKeys: ['data'], retrievalFn: () => [0, 1, 0] });
         const handler = new nc.CacheLossHandler(manager, loss, { embeddingKey: 'embedding', dataKeys: ['data'] });
@@ -24,7 +24,7 @@ describe('CacheLossHandler', () => {
         const q = tf.tensor2d([[-1], [1], [3]]);
         const p = tf.tensor2d([[2], [2], [1]]);
         const out = handler.updateCacheAndComputeLoss((d) => tf.mul(d.data, 2), q, p, { data: [[5], [6], [7]] });
-        // Golden values of DESIGN §3 with no transform: interpretableLoss and p_pos per query.
+        // Golden values of docs/design.md §3 with no transform: interpretableLoss and p_pos per query.
         const pPos = [0.0420101, 0.705385, 0.499381];
         const m = handler.lastMetrics;
         close(m.interpretableLoss, (3.169846 + 0.349012 + 0.694385) / 3);

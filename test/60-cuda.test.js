@@ -178,7 +178,7 @@ describe('CUDA backend', () => {
       });
     }
 
-    it("CacheManager with backend 'cuda' reproduces the DESIGN worked example", () => {
+    it("CacheManager with backend 'cuda' reproduces the worked example of docs/design.md", () => {
       const m = new nc.CacheManager({ 1: { shape: [2], dtype: 'int32' }, 2: { shape: [3], dtype: 'float32' } }, 4, { backend: 'cuda' });
       assert.strictEqual(m.backend, 'cuda');
       const c = m.initCache();

@@ -45,7 +45,7 @@ export function philoxBlock(c0: number, c1: number, c2: number, c3: number, k0: 
 }
 
 /** Standard Gumbel value of a uniform word. */
-export function gumbelFromWord(word: number): number {
+function gumbelFromWord(word: number): number {
   return -Math.log(-Math.log((word + 0.5) * TWO_M32));
 }
 
