@@ -111,10 +111,6 @@ function sameSpecs(a: Readonly<Specs>, b: Readonly<Specs>): boolean {
   return true;
 }
 
-function specsText(s: Readonly<Specs>): string {
-  return JSON.stringify(s);
-}
-
 /** Creates caches and applies updates (docs/design.md §3). */
 export class CacheManager {
   /** The backend that holds this manager's caches ('auto' resolved). */
@@ -208,8 +204,8 @@ export class CacheManager {
   private ownStore(cache: NegativeCache): StoreBackend {
     const store = storeOf(cache, 'cache');
     if (cache.size !== this.cacheSize || !sameSpecs(cache.specs, this.specs)) {
-      throw typeErrorText('cache', `a cache of this manager's layout (${this.cacheSize} rows, specs ${specsText(this.specs)})`,
-        `a cache of ${cache.size} rows with specs ${specsText(cache.specs)}`);
+      throw typeErrorText('cache', `a cache of this manager's layout (${this.cacheSize} rows, specs ${JSON.stringify(this.specs)})`,
+        `a cache of ${cache.size} rows with specs ${JSON.stringify(cache.specs)}`);
     }
     return store;
   }
@@ -287,7 +283,7 @@ export class CacheManager {
    */
   private convertRecord(argName: string, record: unknown, allKeys: boolean, expectedRows?: number,
                         rowsFrom?: string): PackedRows {
-    if (!isPlainRecord(record) || isTensorLikeRecord(record)) {
+    if (!isPlainRecord(record) || typeof record.dataSync === 'function') {   // a tensor is not a record
       throw typeError(argName, `an object mapping feature names (${Object.keys(this.specs).join(', ')}) to batches`, record);
     }
     for (const k of Object.keys(record)) {
@@ -321,8 +317,4 @@ export class CacheManager {
     }
     return { values, rows: rows ?? 0 };
   }
-}
-
-function isTensorLikeRecord(v: Record<string, unknown>): boolean {
-  return typeof v.dataSync === 'function';
 }

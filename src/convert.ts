@@ -9,7 +9,6 @@ import { describe, rangeError, typeError } from './errors';
 export interface TensorLike {
   shape: number[];
   dtype: string;
-  size: number;
   dataSync(): ArrayLike<number> | ArrayLike<string> | unknown;
   isDisposed?: boolean;
 }

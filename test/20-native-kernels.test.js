@@ -254,5 +254,14 @@ describeNative(`native kernels (usingAvx2=${addon ? addon.cpuFeatures().usingAvx
       const req = { queries: new Float32Array(4), batch: 1, dim: 4, sources: [{ store: js, key: 'emb' }], scale: 1, scoreEmptyRows: false };
       assert.throws(() => native.scoreAndSample(req, { mode: 'gumbel', invTemp: 1, numDraws: 1, seed: 0, call: 0 }), TypeError);
     });
+    it('the JS kernels reject a native store (they read JS stores in place, never copy a column)', () => {
+      const nat = makeStores(r, 5, 4, 'float32', 1).native;
+      const req = { queries: new Float32Array(4), batch: 1, dim: 4, sources: [{ store: nat, key: 'emb' }], scale: 1, scoreEmptyRows: false };
+      const params = { mode: 'gumbel', invTemp: 1, numDraws: 1, seed: 0, call: 0 };
+      for (const call of [() => jsKernels.scoreAndSample(req, params), () => jsKernels.scoreGroupMax(req, 1), () => jsKernels.scoreMatrix(req)]) {
+        assert.throws(call, (e) => e instanceof TypeError && /sources\[0\]\.store must be a JS cache store/.test(e.message));
+      }
+      nat.dispose();
+    });
   });
 });
