@@ -49,9 +49,9 @@ void candidatesChunk(void* ctx, int64_t c, int slot) {
     job.out->lse[b] = cands > 0 ? static_cast<float>(M + std::log(sum)) : -kInfF;
     list.clear();
     if (job.params.mode != SampleMode::None && cands > 0) {
-      const ScoreRun run{s, 1, nullptr, job.cols, true};
-      offerScores(&list.view, 0, run, static_cast<int32_t>(job.params.mode), job.params.invTemp, key,
-                  static_cast<uint32_t>(b));
+      const ScoreBlock blk{s, 1, job.cols, job.cols, 1, nullptr, true};
+      offerScores(&list.view, blk, 0, static_cast<uint32_t>(b), static_cast<int32_t>(job.params.mode),
+                  job.params.invTemp, key);
     }
     writeDraws(list.view, 0, job.out->indices + b * k, job.out->scores + b * k);
   }

@@ -43,24 +43,29 @@ double offerGumbel(KBest* tk, int64_t b, int32_t j, float s, double invTemp, uin
 
 float filterMargin(double t) { return static_cast<float>(1e-3 * (1.0 + std::fabs(t))); }
 
-void offerScores(KBest* tk, int64_t b, const ScoreRun& run, int32_t mode, double invTemp, const NoiseKey& key,
-                 uint32_t noiseRow) {
+namespace {
+
+/// offerScores for one query, with the mode and the candidate test fixed at
+/// compile time.
+template <bool kMaxScore, bool kSkip>
+void offerQuery(KBest* tk, int64_t b, const float* scores, int64_t n, int64_t stride, const int32_t* cols,
+                uint32_t noiseRow, double invTemp, const NoiseKey& key) {
   double T = tk->thresh[b];
   uint32_t lastBlock = 0;
   bool haveBlock = false;
   Philox4x32 words{};
-  for (int64_t i = 0; i < run.n; ++i) {
-    const float s = run.s[i * run.stride];
-    if (run.skipNonCandidates && (s == -kInfF || std::isnan(s))) continue;
-    const int32_t j = run.cols != nullptr ? run.cols[i] : static_cast<int32_t>(i);
-    if (mode == 1) {
-      if (!(static_cast<double>(s) < T)) T = offerDraw(tk, b, j, s, s);
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = scores[i * stride];
+    if (kSkip && (s == -kInfF || std::isnan(s))) continue;
+    if (kMaxScore) {
+      if (!(static_cast<double>(s) < T)) T = offerDraw(tk, b, cols != nullptr ? cols[i] : static_cast<int32_t>(i), s, s);
       continue;
     }
     // Score filter: no noise can lift d above T.
     const double d = invTemp * s;
     const double margin = filterMargin(T);
     if (d + kGumbelMax + margin < T) continue;
+    const int32_t j = cols != nullptr ? cols[i] : static_cast<int32_t>(i);
     const uint32_t blk = static_cast<uint32_t>(j) >> 2;
     if (!haveBlock || blk != lastBlock) {
       words = noiseBlock(key, noiseRow, blk);
@@ -74,6 +79,26 @@ void offerScores(KBest* tk, int64_t b, const ScoreRun& run, int32_t mode, double
       if (oneMinusU > std::exp(d - T + margin)) continue;
     }
     T = offerGumbel(tk, b, j, s, invTemp, w);
+  }
+}
+
+template <bool kMaxScore, bool kSkip>
+void offerBlock(KBest* tk, const ScoreBlock& blk, int64_t list0, uint32_t row0, double invTemp, const NoiseKey& key) {
+  for (int64_t q = 0; q < blk.queries; ++q)
+    offerQuery<kMaxScore, kSkip>(tk, list0 + q, blk.s + q * blk.queryStride, blk.n, blk.stride, blk.cols,
+                                 row0 + static_cast<uint32_t>(q), invTemp, key);
+}
+
+}  // namespace
+
+void offerScores(KBest* tk, const ScoreBlock& blk, int64_t list0, uint32_t row0, int32_t mode, double invTemp,
+                 const NoiseKey& key) {
+  if (mode == 1) {
+    if (blk.skipNonCandidates) offerBlock<true, true>(tk, blk, list0, row0, invTemp, key);
+    else offerBlock<true, false>(tk, blk, list0, row0, invTemp, key);
+  } else {
+    if (blk.skipNonCandidates) offerBlock<false, true>(tk, blk, list0, row0, invTemp, key);
+    else offerBlock<false, false>(tk, blk, list0, row0, invTemp, key);
   }
 }
 

@@ -35,23 +35,23 @@ double offerGumbel(KBest* tk, int64_t b, int32_t j, float s, double invTemp, uin
 /// Margin (in perturbed-score units) the float filters keep around threshold t.
 float filterMargin(double t);
 
-/// A run of one query's scores for offerScores: score i at s[i * stride],
-/// noise column cols[i] (i when cols is null); -inf / NaN scores are skipped
-/// when skipNonCandidates.
-struct ScoreRun {
+/// Scores of a block of queries for offerScores: query q's score i at
+/// s[q * queryStride + i * stride], its noise column cols[i] (i when cols is
+/// null); -inf / NaN scores are skipped when skipNonCandidates.
+struct ScoreBlock {
   const float* s;
-  int64_t stride;
+  int64_t queries, queryStride;
+  int64_t n, stride;
   const int32_t* cols;
-  int64_t n;
   bool skipNonCandidates;
 };
 
 /// The baseline offer loop, shared by the baseline tile epilogue and
 /// sampleCandidates: the score filter, the noise bound and the exact offer
-/// (docs/kernels.md "Reproducible sampling") of one query's run into list
-/// `b` of tk. mode: 0 Gumbel, 1 max-score; noiseRow: the query's noise row.
-void offerScores(KBest* tk, int64_t b, const ScoreRun& run, int32_t mode, double invTemp, const NoiseKey& key,
-                 uint32_t noiseRow);
+/// (docs/kernels.md "Reproducible sampling") of query q of the block into
+/// list list0 + q of tk, with noise row row0 + q. mode: 0 Gumbel, 1 max-score.
+void offerScores(KBest* tk, const ScoreBlock& blk, int64_t list0, uint32_t row0, int32_t mode, double invTemp,
+                 const NoiseKey& key);
 
 /// Merges list sb of src into list db of dst: the k best distinct (by index)
 /// elements of both; tmp has room for dst.k entries. Thresholds untouched.

@@ -88,7 +88,6 @@ void sampleTileBase(const SampleTile* t) {
   if (t->flushOnly) return;  // no queue on this path
   const int64_t nrows = t->nrows;
   for (int64_t i = 0; i < t->qcount; ++i) {
-    const int64_t b = t->qbase + i;
     const float* col = t->sb + i;
     // Logsumexp partial of the chunk.
     float m = -kInfF;
@@ -106,10 +105,10 @@ void sampleTileBase(const SampleTile* t) {
     }
     t->lseMax[i] = M;
     t->lseSum[i] = sum;
-    if (t->mode == 2) continue;
-    const ScoreRun run{col, kQueryBlock, t->rowIdx, nrows, false};
-    offerScores(t->topk, b, run, t->mode, t->invTempD, t->key, static_cast<uint32_t>(b));
   }
+  if (t->mode == 2) return;
+  const ScoreBlock blk{t->sb, t->qcount, 1, nrows, kQueryBlock, t->rowIdx, false};
+  offerScores(t->topk, blk, t->qbase, static_cast<uint32_t>(t->qbase), t->mode, t->invTempD, t->key);
 }
 
 void groupMaxTileBase(const GroupTile* t) {
