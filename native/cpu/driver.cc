@@ -1,5 +1,7 @@
 #include "driver.h"
 
+#include "thread_pool.h"
+
 namespace nc {
 namespace cpu {
 
@@ -30,6 +32,14 @@ int64_t chunkRowsFor(int64_t n) {
   return std::max<int64_t>(8 * kTileRows, std::min<int64_t>(c, 8192));
 }
 
+RowChunks rowChunks(int64_t n, int requestedThreads) {
+  RowChunks c;
+  c.rows = chunkRowsFor(n);
+  c.count = (n + c.rows - 1) / c.rows;
+  c.threads = static_cast<int>(std::min<int64_t>(resolveThreads(requestedThreads), std::max<int64_t>(c.count, 1)));
+  return c;
+}
+
 int64_t countCandidates(const Prepared& p) {
   const ScoreRequest& req = *p.req;
   int64_t c = 0;
@@ -49,6 +59,12 @@ void Scratch::init(const Prepared& p) {
   rowPtr.resize(kTileRows);
   rowIdx.resize(kTileRows);
   rowGroup.resize(kTileRows);
+}
+
+std::vector<Scratch> makeScratch(const Prepared& p, int threads) {
+  std::vector<Scratch> s(static_cast<size_t>(threads));
+  for (Scratch& x : s) x.init(p);
+  return s;
 }
 
 }  // namespace cpu

@@ -32,6 +32,13 @@ void prepare(const ScoreRequest& req, Prepared& p);
 /// Rows per chunk: a function of N only (outputs must not depend on threads).
 int64_t chunkRowsFor(int64_t n);
 
+/// The row chunks of [0, n) and the threads that share them.
+struct RowChunks {
+  int64_t rows = 0, count = 0;  // rows per chunk, chunks
+  int threads = 1;
+};
+RowChunks rowChunks(int64_t n, int requestedThreads);
+
 /// Candidates of every query (the same for all queries).
 int64_t countCandidates(const Prepared& p);
 
@@ -44,6 +51,9 @@ struct Scratch {
   PendingDraws pending{};
   void init(const Prepared& p);
 };
+
+/// One Scratch per thread.
+std::vector<Scratch> makeScratch(const Prepared& p, int threads);
 
 /// Walks global rows [begin, end) in order, gathers candidate rows (every row
 /// when allRows) into tiles and, per block of kQueryBlock queries, scores the

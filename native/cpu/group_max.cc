@@ -78,8 +78,7 @@ void CpuBackend::runScoreGroupMax(const ScoreRequest& req, int64_t groups, float
   job->groupsPerChunk = gpc;
   job->chunks = (groups + gpc - 1) / gpc;
   const int threads = static_cast<int>(std::min<int64_t>(resolveThreads(req.threads), job->chunks));
-  job->scratch.resize(threads);
-  for (auto& s : job->scratch) s.init(p);
+  job->scratch = makeScratch(p, threads);
   job->gmax.resize(threads);
   job->gidx.resize(threads);
   for (int i = 0; i < threads; ++i) {

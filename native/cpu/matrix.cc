@@ -14,7 +14,7 @@ namespace {
 struct MatrixJob {
   const Prepared* p;
   Tier tier;
-  int64_t chunkRows, chunks;
+  RowChunks chunks;
   float* out;
   std::vector<Scratch> scratch;
 };
@@ -23,7 +23,7 @@ void matrixChunk(void* ctx, int64_t c, int slot) {
   MatrixJob& job = *static_cast<MatrixJob*>(ctx);
   const Prepared& p = *job.p;
   Scratch& sc = job.scratch[slot];
-  const int64_t begin = c * job.chunkRows, end = std::min(p.n, begin + job.chunkRows);
+  const int64_t begin = c * job.chunks.rows, end = std::min(p.n, begin + job.chunks.rows);
   forEachTile(p, *job.tier.kernel, true, begin, end, sc, [&](int64_t nrows, int64_t qb) {
     const int64_t qn = std::min(kQueryBlock, p.batch - qb);
     for (int64_t r = 0; r < nrows; ++r) {
@@ -43,12 +43,9 @@ void CpuBackend::runScoreMatrix(const ScoreRequest& req, float* out) const {
   job->p = &p;
   job->tier = currentTier();
   job->out = out;
-  job->chunkRows = chunkRowsFor(p.n);
-  job->chunks = (p.n + job->chunkRows - 1) / job->chunkRows;
-  const int threads = static_cast<int>(std::min<int64_t>(resolveThreads(req.threads), job->chunks));
-  job->scratch.resize(threads);
-  for (auto& s : job->scratch) s.init(p);
-  runChunks(threads, job->chunks, matrixChunk, job.get());
+  job->chunks = rowChunks(p.n, req.threads);
+  job->scratch = makeScratch(p, job->chunks.threads);
+  runChunks(job->chunks.threads, job->chunks.count, matrixChunk, job.get());
 }
 
 }  // namespace cpu

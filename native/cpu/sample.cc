@@ -23,7 +23,7 @@ struct SampleJob {
   const Prepared* p;
   Tier tier;
   SampleParams params;
-  int64_t chunkRows, chunks;
+  RowChunks chunks;
   std::vector<float> lseMax;       // [chunks][bpad]
   std::vector<double> lseSum;      // [chunks][bpad]
   std::vector<Scratch> scratch;    // per slot
@@ -43,7 +43,7 @@ void sampleChunk(void* ctx, int64_t c, int slot) {
   t.invTempD = job.params.invTemp;
   t.key = noiseKey(job.params.seed, job.params.call);
   t.topk = job.topk.empty() ? nullptr : &job.topk[slot].view;
-  const int64_t begin = c * job.chunkRows, end = std::min(p.n, begin + job.chunkRows);
+  const int64_t begin = c * job.chunks.rows, end = std::min(p.n, begin + job.chunks.rows);
   t.pending = &sc.pending;
   t.flushOnly = 0;
   // Filter with what the other threads have found (see SharedBest).
@@ -67,10 +67,10 @@ void sampleChunk(void* ctx, int64_t c, int slot) {
 float combineLse(const SampleJob& job, int64_t b) {
   const int64_t bpad = job.p->bpad;
   float M = -kInfF;
-  for (int64_t c = 0; c < job.chunks; ++c) M = std::max(M, job.lseMax[c * bpad + b]);
+  for (int64_t c = 0; c < job.chunks.count; ++c) M = std::max(M, job.lseMax[c * bpad + b]);
   if (!(M > -kInfF)) return std::isnan(M) ? M : -kInfF;
   double total = 0.0;
-  for (int64_t c = 0; c < job.chunks; ++c) {
+  for (int64_t c = 0; c < job.chunks.count; ++c) {
     const float m = job.lseMax[c * bpad + b];
     if (m > -kInfF) total += job.lseSum[c * bpad + b] * std::exp(static_cast<double>(m) - M);
   }
@@ -91,14 +91,11 @@ void CpuBackend::runScoreAndSample(const ScoreRequest& req, const SampleParams& 
   job->p = &p;
   job->tier = currentTier();
   job->params = params;
-  job->chunkRows = chunkRowsFor(p.n);
-  job->chunks = (p.n + job->chunkRows - 1) / job->chunkRows;
-  job->lseMax.assign(static_cast<size_t>(job->chunks * p.bpad), -kInfF);
-  job->lseSum.assign(static_cast<size_t>(job->chunks * p.bpad), 0.0);
-  const int threads =
-      static_cast<int>(std::min<int64_t>(resolveThreads(req.threads), std::max<int64_t>(job->chunks, 1)));
-  job->scratch.resize(threads);
-  for (auto& s : job->scratch) s.init(p);
+  job->chunks = rowChunks(p.n, req.threads);
+  job->lseMax.assign(static_cast<size_t>(job->chunks.count * p.bpad), -kInfF);
+  job->lseSum.assign(static_cast<size_t>(job->chunks.count * p.bpad), 0.0);
+  const int threads = job->chunks.threads;
+  job->scratch = makeScratch(p, threads);
   if (params.mode != SampleMode::None) {
     job->topk.resize(threads);
     for (auto& t : job->topk) t.init(p.batch, k);
@@ -107,7 +104,7 @@ void CpuBackend::runScoreAndSample(const ScoreRequest& req, const SampleParams& 
       for (auto& t : job->topk) t.trackChanges();
     }
   }
-  if (cands > 0) runChunks(threads, job->chunks, sampleChunk, job.get());
+  if (cands > 0) runChunks(threads, job->chunks.count, sampleChunk, job.get());
   for (int64_t b = 0; b < p.batch; ++b) out.lse[b] = combineLse(*job, b);
   if (params.mode != SampleMode::None) {
     mergeThreadLists(job->topk, p.batch, out);
