@@ -37,12 +37,6 @@ CacheStore::CacheStore(const Backend& backend, std::vector<ColumnSpec> columns, 
 
 CacheStore::~CacheStore() = default;
 
-int CacheStore::columnIndex(const std::string& name) const {
-  for (size_t c = 0; c < columns_.size(); ++c)
-    if (columns_[c].name == name) return static_cast<int>(c);
-  return -1;
-}
-
 Segment CacheStore::segment(int c) const {
   NC_CHECK(c >= 0 && c < numColumns(), "ERR_ARGUMENT", "segment: no such column");
   return Segment{columnData(c), column(c).storage, size_, kernelFilled()};

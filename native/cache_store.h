@@ -52,7 +52,6 @@ class CacheStore {
   int64_t size() const { return size_; }
   int numColumns() const { return static_cast<int>(columns_.size()); }
   const ColumnSpec& column(int c) const { return columns_[static_cast<size_t>(c)]; }
-  int columnIndex(const std::string& name) const;  // -1 if absent
 
   /// Raw storage of column c in the backend's memory: size * width elements
   /// of column(c).storage.

@@ -4,7 +4,6 @@
 // host values are converted to their storage type on the host (rows.h) and
 // scattered to the device.
 #include <algorithm>
-#include <cstring>
 #include <utility>
 
 #include "../rows.h"

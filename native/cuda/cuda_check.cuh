@@ -64,7 +64,6 @@ class DeviceBuffer {
     if (count > count_) reset(count);
   }
   T* get() const { return ptr_; }
-  size_t size() const { return count_; }
 
  private:
   T* ptr_ = nullptr;
