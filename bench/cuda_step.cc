@@ -1,6 +1,6 @@
 // GPU benchmark of one negative-cache scoring step, without Node.
 //
-// Times nc::cuda::scoreAndSample (fused score + Gumbel-max + logsumexp, the
+// Times cudaBackend().scoreAndSample (fused score + Gumbel-max + logsumexp, the
 // whole synchronous call: query upload, kernels, results back) on a cache of
 // N bfloat16 rows of width D against B queries, for each bf16 query split,
 // plus the lse-only pass, Gumbel-top-64 and the topK group max. Then measures,
@@ -21,9 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "cache_store.h"
+#include "backend.h"
 #include "half.h"
-#include "kernels.h"
 #ifdef NEGCACHE_WITH_CUDA
 #include <cuda_runtime.h>
 
@@ -136,12 +135,13 @@ int main(int argc, char** argv) {
 
     // The cache: N x D bf16 rows ~ N(0,1) written straight into device memory
     // (every row a candidate: scoreEmptyRows, as the PyTorch peer scores all).
-    nc::cuda::CudaCacheStore store({nc::ColumnSpec{"emb", nc::DType::BFloat16, a.d}}, a.n);
+    const nc::Backend& gpu = nc::cuda::cudaBackend();
+    const auto store = gpu.createStore({nc::ColumnSpec{"emb", nc::DType::BFloat16, a.d}}, a.n);
     {
       Rng r(1);
       const int64_t slice = 16384;
       std::vector<uint16_t> buf(static_cast<size_t>(slice * a.d));
-      void* dst = const_cast<void*>(store.columnData(0));
+      void* dst = const_cast<void*>(store->columnData(0));
       for (int64_t r0 = 0; r0 < a.n; r0 += slice) {
         const int64_t rows = std::min(slice, a.n - r0);
         for (int64_t i = 0; i < rows * a.d; ++i) buf[static_cast<size_t>(i)] = nc::floatToBFloat16(r.normal());
@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
     req.queries = queries.data();
     req.batch = a.b;
     req.dim = a.d;
-    req.segments.push_back(nc::Segment{store.columnData(0), nc::DType::BFloat16, a.n, store.filledDevice()});
+    req.segments.push_back(store->segment(0));
     req.scale = a.scale;
     req.scoreEmptyRows = true;
 
@@ -194,18 +194,18 @@ int main(int argc, char** argv) {
       const int64_t runs = s == 0 ? std::max<int64_t>(3, a.runs / 5) : a.runs;
       nc::SampleParams gumbel;
       gumbel.seed = 7;
-      double ms = timeMs(runs, [&] { nc::cuda::scoreAndSample(req, gumbel, out); });
+      double ms = timeMs(runs, [&] { gpu.scoreAndSample(req, gumbel, out); });
       report("fused-gumbel-k1", s, ms);
       if (s == 0) continue;
       nc::SampleParams none;
       none.mode = nc::SampleMode::None;
-      ms = timeMs(runs, [&] { nc::cuda::scoreAndSample(req, none, out); });
+      ms = timeMs(runs, [&] { gpu.scoreAndSample(req, none, out); });
       report("fused-lse-only", s, ms);
       nc::SampleParams top64 = gumbel;
       top64.numDraws = kMax;
-      ms = timeMs(runs, [&] { nc::cuda::scoreAndSample(req, top64, out); });
+      ms = timeMs(runs, [&] { gpu.scoreAndSample(req, top64, out); });
       report("fused-gumbel-k64", s, ms);
-      ms = timeMs(runs, [&] { nc::cuda::scoreGroupMax(req, 64, gScores.data(), gRows.data()); });
+      ms = timeMs(runs, [&] { gpu.scoreGroupMax(req, 64, gScores.data(), gRows.data()); });
       report("group-max-64", s, ms);
     }
 
@@ -218,17 +218,17 @@ int main(int argc, char** argv) {
       const float inv = 1.0f / std::sqrt(static_cast<float>(a.d));
       for (float& v : aq) v = r.normal() * inv;
     }
-    nc::CacheStore cpuStore({nc::ColumnSpec{"emb", nc::DType::BFloat16, a.d}}, an);
-    nc::cuda::CudaCacheStore gpuStore({nc::ColumnSpec{"emb", nc::DType::BFloat16, a.d}}, an);
-    cpuStore.initialize({rows.data()}, nullptr);
-    gpuStore.initialize({rows.data()}, nullptr);
+    const auto cpuStore = nc::cpuBackend().createStore({nc::ColumnSpec{"emb", nc::DType::BFloat16, a.d}}, an);
+    const auto gpuStore = gpu.createStore({nc::ColumnSpec{"emb", nc::DType::BFloat16, a.d}}, an);
+    cpuStore->initialize({rows.data()}, nullptr);
+    gpuStore->initialize({rows.data()}, nullptr);
     nc::ScoreRequest creq, greq;
     creq.queries = greq.queries = aq.data();
     creq.batch = greq.batch = ab;
     creq.dim = greq.dim = a.d;
     creq.scale = greq.scale = a.scale;
-    creq.segments.push_back(nc::Segment{cpuStore.columnData(0), nc::DType::BFloat16, an, cpuStore.filled()});
-    greq.segments.push_back(nc::Segment{gpuStore.columnData(0), nc::DType::BFloat16, an, gpuStore.filledDevice()});
+    creq.segments.push_back(cpuStore->segment(0));
+    greq.segments.push_back(gpuStore->segment(0));
     const int calls = 4;
     const int64_t k = 8;
     std::vector<int32_t> ci(static_cast<size_t>(ab * k)), gi(static_cast<size_t>(ab * k));
@@ -246,8 +246,8 @@ int main(int argc, char** argv) {
           p.numDraws = k;
           p.seed = 11;
           p.call = static_cast<uint64_t>(c);
-          nc::scoreAndSample(creq, p, co);
-          nc::cuda::scoreAndSample(greq, p, go);
+          nc::cpuBackend().scoreAndSample(creq, p, co);
+          gpu.scoreAndSample(greq, p, go);
           for (int64_t b = 0; b < ab; ++b) {
             if (mode == 0) {
               same1 += ci[static_cast<size_t>(b * k)] == gi[static_cast<size_t>(b * k)];

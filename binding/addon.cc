@@ -9,12 +9,15 @@ Napi::Error MakeNativeError(Napi::Env env, const nc::Error& e) {
   return err;
 }
 
+namespace {
+const BackendInfo kCpu{&nc::cpuBackend(), "CacheStore", "CacheStore", "a native cache store handle"};
+}  // namespace
+
 }  // namespace ncb
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  env.SetInstanceData(new ncb::AddonData());
-  ncb::InitCacheStore(env, exports);
-  ncb::InitKernels(env, exports);
+  ncb::DefineBackend(env, exports, ncb::kCpu);
+  ncb::InitCpu(env, exports);
   ncb::InitCuda(env, exports);
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   return exports;

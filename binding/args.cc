@@ -1,29 +1,32 @@
 #include "args.h"
 
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+
+#include "store_wrap.h"
 
 namespace ncb {
 
 namespace {
 
-std::string DescribeNumber(double d, Numbers numbers) {
-  if (numbers == Numbers::kRoundTrip) {
-    if (std::isfinite(d) && std::floor(d) == d && std::fabs(d) < 9.007199254740992e15)
-      return std::to_string(static_cast<int64_t>(d));
-    if (std::isnan(d)) return "NaN";
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.17g", d);
-    return buf;
-  }
+/// A number as JavaScript prints it: integers exactly, other values in the
+/// fewest digits that read back the same ("1.5", "0.1"), "Infinity", "NaN".
+std::string DescribeNumber(double d) {
   if (std::isnan(d)) return "NaN";
   if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
-  if (std::floor(d) == d && std::fabs(d) < 1e18) return std::to_string(static_cast<int64_t>(d));
-  return std::to_string(d);
+  if (std::floor(d) == d && std::fabs(d) < 9.007199254740992e15) return std::to_string(static_cast<int64_t>(d));
+  char buf[32];
+  for (int digits = 15; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, d);
+    if (std::strtod(buf, nullptr) == d) break;
+  }
+  return buf;
 }
 
 }  // namespace
 
-std::string Describe(const Napi::Value& v, Numbers numbers) {
+std::string Describe(const Napi::Value& v) {
   if (v.IsUndefined()) return "undefined";
   if (v.IsNull()) return "null";
   if (v.IsTypedArray()) {
@@ -35,7 +38,7 @@ std::string Describe(const Napi::Value& v, Numbers numbers) {
     return std::string("a ") + (k >= 0 && k < 11 ? names[k] : "typed array") + " of length " +
            std::to_string(t.ElementLength());
   }
-  if (v.IsNumber()) return DescribeNumber(v.As<Napi::Number>().DoubleValue(), numbers);
+  if (v.IsNumber()) return DescribeNumber(v.As<Napi::Number>().DoubleValue());
   if (v.IsArray()) return "an array";
   if (v.IsString()) return "a string";
   if (v.IsBoolean()) return "a boolean";
@@ -43,23 +46,20 @@ std::string Describe(const Napi::Value& v, Numbers numbers) {
   return "a value";
 }
 
-void ThrowType(Napi::Env env, const std::string& what, const std::string& expected, const Napi::Value& v,
-               Numbers numbers) {
-  throw Napi::TypeError::New(env,
-                             "negative-cache: " + what + " must be " + expected + "; got " + Describe(v, numbers));
+void ThrowType(Napi::Env env, const std::string& what, const std::string& expected, const Napi::Value& v) {
+  throw Napi::TypeError::New(env, "negative-cache: " + what + " must be " + expected + "; got " + Describe(v));
 }
 
 void ThrowRange(Napi::Env env, const std::string& what, const std::string& expected, const std::string& got) {
   throw Napi::RangeError::New(env, "negative-cache: " + what + " must be " + expected + "; got " + got);
 }
 
-int64_t GetInteger(Napi::Env env, const Napi::Value& v, const std::string& what, int64_t lo, int64_t hi,
-                   Numbers numbers) {
-  if (!v.IsNumber()) ThrowType(env, what, "an integer", v, numbers);
+int64_t GetInteger(Napi::Env env, const Napi::Value& v, const std::string& what, int64_t lo, int64_t hi) {
+  if (!v.IsNumber()) ThrowType(env, what, "an integer", v);
   const double d = v.As<Napi::Number>().DoubleValue();
   if (!std::isfinite(d) || std::floor(d) != d || d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
     ThrowRange(env, what, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]",
-               Describe(v, numbers));
+               Describe(v));
   }
   return static_cast<int64_t>(d);
 }
@@ -76,8 +76,8 @@ bool GetBool(Napi::Env env, const Napi::Value& v, const std::string& what) {
   return v.As<Napi::Boolean>().Value();
 }
 
-Napi::Object GetObject(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) ThrowType(env, what, "an object", v);
+Napi::Object GetObject(Napi::Env env, const Napi::Value& v, const std::string& what, const std::string& expected) {
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) ThrowType(env, what, expected, v);
   return v.As<Napi::Object>();
 }
 
@@ -91,12 +91,12 @@ const char* TypedName(napi_typedarray_type t) {
 }
 
 void* GetTypedData(Napi::Env env, const Napi::Value& v, napi_typedarray_type type, int64_t length,
-                   const std::string& what, Numbers numbers) {
+                   const std::string& what) {
   const std::string expected = std::string(TypedName(type)) + " of length " + std::to_string(length);
-  if (!v.IsTypedArray()) ThrowType(env, what, expected, v, numbers);
+  if (!v.IsTypedArray()) ThrowType(env, what, expected, v);
   const Napi::TypedArray t = v.As<Napi::TypedArray>();
-  if (t.TypedArrayType() != type) ThrowType(env, what, expected, v, numbers);
-  if (static_cast<int64_t>(t.ElementLength()) != length) ThrowRange(env, what, expected, Describe(v, numbers));
+  if (t.TypedArrayType() != type) ThrowType(env, what, expected, v);
+  if (static_cast<int64_t>(t.ElementLength()) != length) ThrowRange(env, what, expected, Describe(v));
   if (length == 0) return nullptr;
   return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
 }
@@ -105,6 +105,44 @@ int64_t Product(Napi::Env env, int64_t a, int64_t b, const std::string& what) {
   if (a != 0 && b > kMaxSafe / a)
     ThrowRange(env, what, "at most 2^53 elements", std::to_string(a) + " x " + std::to_string(b));
   return a * b;
+}
+
+nc::ScoreRequest GetRequest(Napi::Env env, const Napi::Value& v, const BackendInfo& b) {
+  const Napi::Object o = GetObject(env, v, "request");
+  nc::ScoreRequest r;
+  r.batch = GetInteger(env, o.Get("batch"), "request.batch", 0, kMaxInt32);
+  r.dim = GetInteger(env, o.Get("dim"), "request.dim", 1, kMaxInt32);
+  const int64_t qn = Product(env, r.batch, r.dim, "request.queries");
+  r.queries = GetTyped<const float>(env, o.Get("queries"), napi_float32_array, qn, "request.queries");
+  for (int64_t i = 0; i < qn; ++i) {
+    if (!std::isfinite(r.queries[i]))
+      ThrowRange(env, "request.queries", "finite", "a non-finite value at index " + std::to_string(i));
+  }
+  r.scale = static_cast<float>(GetFinite(env, o.Get("scale"), "request.scale"));
+  if (!std::isfinite(r.scale)) ThrowRange(env, "request.scale", "finite as a float32", Describe(o.Get("scale")));
+  r.scoreEmptyRows = o.Get("scoreEmptyRows").ToBoolean().Value();
+  const Napi::Value tv = o.Get("threads");
+  r.threads = tv.IsUndefined() ? 0 : static_cast<int>(GetInteger(env, tv, "request.threads", 0, 1024));
+  const Napi::Value sv = o.Get("segments");
+  if (!sv.IsArray()) ThrowType(env, "request.segments", "an array", sv);
+  const Napi::Array segs = sv.As<Napi::Array>();
+  int64_t total = 0;
+  for (uint32_t i = 0; i < segs.Length(); ++i) {
+    const std::string what = "request.segments[" + std::to_string(i) + "]";
+    const Napi::Object so = GetObject(env, segs.Get(i), what);
+    const nc::CacheStore* store = StoreWrap::UnwrapStore(env, so.Get("store"), what + ".store", b);
+    const int64_t c = GetInteger(env, so.Get("column"), what + ".column", 0, store->numColumns() - 1);
+    const nc::ColumnSpec& spec = store->column(static_cast<int>(c));
+    if (!nc::isFloat(spec.storage))
+      ThrowRange(env, what + ".column", "a float column", "the int32 column '" + spec.name + "'");
+    if (spec.width != r.dim)
+      ThrowRange(env, what, "a column of width dim = " + std::to_string(r.dim),
+                 "column '" + spec.name + "' of width " + std::to_string(spec.width));
+    total += store->size();
+    if (total > kMaxInt32) ThrowRange(env, "request.segments", "at most 2^31 - 1 rows in all", std::to_string(total));
+    r.segments.push_back(store->segment(static_cast<int>(c)));
+  }
+  return r;
 }
 
 int64_t TotalRows(const nc::ScoreRequest& r) {

@@ -1,22 +1,22 @@
-// Thin Node-API glue. Each part registers its exports in its own file; the
-// per-environment state lives in AddonData so the addon is context-aware
-// (it loads in every worker_thread).
+// Thin Node-API glue over the one native interface (native/backend.h): one
+// cache-store ObjectWrap (store_wrap.h) and one set of kernel entry points
+// (kernels_binding.cc), each bound to a backend. The addon is context-aware
+// (it loads in every worker_thread): it keeps no per-environment state.
 #pragma once
 #include <napi.h>
 
+#include "backend.h"
 #include "common.h"
-
-namespace nc {
-class CacheStore;
-}
 
 namespace ncb {
 
-struct AddonData {
-  Napi::FunctionReference cacheStoreCtor;  // set by InitCacheStore
+/// A backend as JS sees it: the native backend and the names its messages use.
+struct BackendInfo {
+  const nc::Backend* backend;
+  const char* className;  // JS class name of its stores
+  const char* ctorName;   // the constructor in messages: "CacheStore", "cuda.CacheStore"
+  const char* handle;     // what a store handle of it is called: "a native cache store handle"
 };
-
-inline AddonData* GetAddonData(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 
 /// A NegativeCacheError-shaped JS error (name, message, .code) from nc::Error.
 Napi::Error MakeNativeError(Napi::Env env, const nc::Error& e);
@@ -36,12 +36,12 @@ auto Guard(Napi::Env env, Fn&& fn) -> decltype(fn()) {
   }
 }
 
-void InitCacheStore(Napi::Env env, Napi::Object exports);  // cache_store_binding.cc
-void InitKernels(Napi::Env env, Napi::Object exports);     // kernels_binding.cc
-void InitCuda(Napi::Env env, Napi::Object exports);        // cuda_binding.cc
-
-/// The nc::CacheStore behind a JS CacheStore handle (type-tag checked);
-/// throws a JS TypeError naming `what` if v is not a live store.
-nc::CacheStore* UnwrapCacheStore(Napi::Env env, Napi::Value v, const char* what);
+/// Sets `target`.CacheStore and the kernel entry points of backend `b`
+/// (kernels_binding.cc); `b` must outlive the addon.
+void DefineBackend(Napi::Env env, Napi::Object target, const BackendInfo& b);
+/// The CPU-only functions: sampleCandidates, cpuFeatures, setForceBaseline.
+void InitCpu(Napi::Env env, Napi::Object exports);
+/// addon.cuda (cuda_binding.cc).
+void InitCuda(Napi::Env env, Napi::Object exports);
 
 }  // namespace ncb

@@ -1,29 +1,62 @@
-// Node-API glue of the scoring kernels (native/kernels.h). Every argument that
-// protects memory is re-checked here (typed array types and lengths, column
-// widths, counts; see args.h); the calls run synchronously because the loss
-// runs inside tfjs tapes. Outputs are JS-allocated typed arrays written in place.
+// The kernel entry points, one set for every backend: each JS function is
+// bound to a BackendInfo (its data pointer) and dispatches through
+// nc::Backend. Every argument that protects memory is re-checked here (typed
+// array types and lengths, column widths, counts; see args.h); the calls run
+// synchronously because the loss runs inside tfjs tapes. Outputs are
+// JS-allocated typed arrays written in place.
 #include <cmath>
 #include <limits>
 #include <string>
 
 #include "args.h"
 #include "binding.h"
-#include "cache_store.h"
-#include "kernels.h"
+#include "cpu/dispatch.h"
+#include "store_wrap.h"
 
 namespace ncb {
 
 namespace {
 
-/// The request; segments must be CPU stores (addon.CacheStore handles).
-nc::ScoreRequest GetCpuRequest(Napi::Env env, const Napi::Value& v) {
-  return GetRequest<nc::CacheStore>(
-      env, v, /*withThreads=*/true,
-      [env](const Napi::Value& store, const std::string& what) { return UnwrapCacheStore(env, store, what.c_str()); },
-      [](const nc::CacheStore& s) { return s.filled(); });
+const BackendInfo& Bound(const Napi::CallbackInfo& info) { return *static_cast<const BackendInfo*>(info.Data()); }
+
+// scoreAndSample(request, params, out)
+void ScoreAndSample(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const BackendInfo& b = Bound(info);
+  const nc::ScoreRequest req = GetRequest(env, info[0], b);
+  const nc::SampleParams params = GetParams(env, info[1]);
+  OutArrays a;
+  GetOut(env, info[2], req.batch, params.numDraws, a);
+  Guard(env, [&] { b.backend->scoreAndSample(req, params, a.out); });
+  CopyCandidates(a, req.batch);
 }
 
-// sampleCandidates(scores, batch, cols, params, threads, out)
+// scoreGroupMax(request, groups, outScores, outRows)
+void ScoreGroupMax(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const BackendInfo& b = Bound(info);
+  const nc::ScoreRequest req = GetRequest(env, info[0], b);
+  const int64_t n = TotalRows(req);
+  if (n < 1) ThrowRange(env, "request.segments", "at least one cache row for topK grouping", "0 rows");
+  const int64_t groups = GetInteger(env, info[1], "groups", 1, n);
+  const int64_t len = Product(env, req.batch, groups, "outScores");
+  float* scores = GetTyped<float>(env, info[2], napi_float32_array, len, "outScores");
+  int32_t* rows = GetTyped<int32_t>(env, info[3], napi_int32_array, len, "outRows");
+  Guard(env, [&] { b.backend->scoreGroupMax(req, groups, scores, rows); });
+}
+
+// scoreMatrix(request, out)
+void ScoreMatrix(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const BackendInfo& b = Bound(info);
+  const nc::ScoreRequest req = GetRequest(env, info[0], b);
+  const int64_t len = Product(env, req.batch, TotalRows(req), "out");
+  float* out = GetTyped<float>(env, info[1], napi_float32_array, len, "out");
+  Guard(env, [&] { b.backend->scoreMatrix(req, out); });
+}
+
+// sampleCandidates(scores, batch, cols, params, threads, out): a host matrix,
+// the same on every backend, so only the CPU's is exported.
 void SampleCandidates(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t batch = GetInteger(env, info[1], "batch", 0, kMaxInt32);
@@ -40,7 +73,7 @@ void SampleCandidates(const Napi::CallbackInfo& info) {
   const int threads = info[4].IsUndefined() ? 0 : static_cast<int>(GetInteger(env, info[4], "threads", 0, 1024));
   OutArrays a;
   GetOut(env, info[5], batch, params.numDraws, a);
-  Guard(env, [&] { nc::sampleCandidates(scores, batch, cols, params, threads, a.out); });
+  Guard(env, [&] { nc::cpuBackend().sampleCandidates(scores, batch, cols, params, threads, a.out); });
   CopyCandidates(a, batch);
 }
 
@@ -61,13 +94,16 @@ void SetForceBaseline(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void InitKernels(Napi::Env env, Napi::Object exports) {
-  exports.Set("scoreAndSample", Napi::Function::New<ScoreAndSampleEntry<GetCpuRequest, nc::scoreAndSample>>(
-                                    env, "scoreAndSample"));
-  exports.Set("scoreGroupMax",
-              Napi::Function::New<ScoreGroupMaxEntry<GetCpuRequest, nc::scoreGroupMax>>(env, "scoreGroupMax"));
+void DefineBackend(Napi::Env env, Napi::Object target, const BackendInfo& b) {
+  void* data = const_cast<BackendInfo*>(&b);
+  target.Set("CacheStore", StoreWrap::Define(env, b));
+  target.Set("scoreAndSample", Napi::Function::New<ScoreAndSample>(env, "scoreAndSample", data));
+  target.Set("scoreGroupMax", Napi::Function::New<ScoreGroupMax>(env, "scoreGroupMax", data));
+  target.Set("scoreMatrix", Napi::Function::New<ScoreMatrix>(env, "scoreMatrix", data));
+}
+
+void InitCpu(Napi::Env env, Napi::Object exports) {
   exports.Set("sampleCandidates", Napi::Function::New<SampleCandidates>(env, "sampleCandidates"));
-  exports.Set("scoreMatrix", Napi::Function::New<ScoreMatrixEntry<GetCpuRequest, nc::scoreMatrix>>(env, "scoreMatrix"));
   exports.Set("cpuFeatures", Napi::Function::New<CpuFeatures>(env, "cpuFeatures"));
   exports.Set("setForceBaseline", Napi::Function::New<SetForceBaseline>(env, "setForceBaseline"));
 }

@@ -1,14 +1,21 @@
-// The cache store: per column one contiguous row-major block [size, width],
-// plus O(1) bookkeeping per row (see cache_store.cc for the age order).
+// The cache store interface: per column one contiguous row-major block
+// [size, width] in the memory of a backend (host for the CPU backend, device
+// for CUDA), plus the host bookkeeping every backend shares: the age order
+// (age_order.h) and the filled flags. The checks and the update semantics
+// (DESIGN §3 steps 2-4) live here once; a backend only moves rows.
 #pragma once
 #include <cstdint>
-#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "age_order.h"
 #include "common.h"
+#include "kernels.h"
 
 namespace nc {
+
+class Backend;
 
 struct ColumnSpec {
   std::string name;
@@ -36,42 +43,69 @@ struct CacheUpdate {
 
 class CacheStore {
  public:
-  /// A cache of `size` rows, all zeros, ages 0, nothing filled. Throws nc::Error.
-  CacheStore(std::vector<ColumnSpec> columns, int64_t size);
-  ~CacheStore();
+  virtual ~CacheStore();
   CacheStore(const CacheStore&) = delete;
   CacheStore& operator=(const CacheStore&) = delete;
 
+  /// The backend whose memory holds the rows and whose kernels read them.
+  const Backend& backend() const { return backend_; }
   int64_t size() const { return size_; }
   int numColumns() const { return static_cast<int>(columns_.size()); }
-  const ColumnSpec& column(int c) const { return columns_[c]; }
-  int columnIndex(const std::string& name) const;  // -1 if absent
+  const ColumnSpec& column(int c) const { return columns_[static_cast<size_t>(c)]; }
 
-  /// Raw storage of column c: size * width elements of column(c).storage.
-  const void* columnData(int c) const;
-  /// 1 where a row was written by an insert, a refresh or initialize(values).
+  /// Raw storage of column c in the backend's memory: size * width elements
+  /// of column(c).storage.
+  virtual const void* columnData(int c) const = 0;
+  /// Host copy of the flags: 1 where a row was written by an insert, a
+  /// refresh or initialize(values).
   const uint8_t* filled() const { return filled_.data(); }
+  /// Column c as a kernel segment of this backend.
+  Segment segment(int c) const;
 
   /// Replaces the whole state: values[c] (float32/int32, size*width) or null
   /// for zeros; ages (size) or null for zeros; rows with data become filled.
   void initialize(const std::vector<const void*>& values, const int32_t* ages);
-  /// DESIGN §3 steps 2–4. Checks unmasked indices first; throws before mutating.
+  /// DESIGN §3 steps 2-4. Checks unmasked indices first; throws before mutating.
   void update(const CacheUpdate& u);
 
-  void readColumn(int c, void* out) const;                     // float32 / int32
-  void readAge(int32_t* out) const;
+  void readColumn(int c, void* out) const;                                  // float32 / int32
+  void readAge(int32_t* out) const { ages_.readAges(out); }
   void gatherRows(int c, const int32_t* rows, int64_t n, void* out) const;  // float32 / int32
 
-  /// Bytes of per-row bookkeeping (for the memory report).
-  size_t bookkeepingBytesPerRow() const;
-  size_t dataBytes() const;
+  /// Host bytes of per-row bookkeeping (age order and filled flag).
+  size_t bookkeepingBytesPerRow() const { return AgeOrder::kBytesPerRow + sizeof(uint8_t); }
+  /// Bytes of the rows (and of any flags) in the backend's memory.
+  virtual size_t dataBytes() const = 0;
+  /// Host bytes this store holds (reported to the JS engine).
+  virtual size_t hostBytes() const = 0;
+
+ protected:
+  /// Checks the size and the columns; throws nc::Error ERR_ARGUMENT.
+  CacheStore(const Backend& backend, std::vector<ColumnSpec> columns, int64_t size);
+
+  // What a backend implements. Host values are float32 / int32 rows; every
+  // index has been checked.
+  /// The filled flags in the backend's memory (what the kernels read).
+  virtual const uint8_t* kernelFilled() const = 0;
+  /// Column c := values (size rows), or zeros when values is null.
+  virtual void writeColumn(int c, const void* values) = 0;
+  /// Row dst[i] of column c := row src[i] of values, for i < n (dst distinct).
+  virtual void writeRows(int c, const void* values, const int32_t* src, const int32_t* dst, int64_t n) = 0;
+  /// filled() changed at rows[0..n) (set to 1), or everywhere when rows is null.
+  virtual void filledChanged(const int32_t* rows, int64_t n) = 0;
+  /// Rows rows[0..n) of column c (all rows in order when rows is null) as host values.
+  virtual void readRows(int c, const int32_t* rows, int64_t n, void* out) const = 0;
+
+  const std::vector<ColumnSpec> columns_;
+  const int64_t size_;
 
  private:
-  struct Impl;
-  std::vector<ColumnSpec> columns_;
-  int64_t size_;
+  const Backend& backend_;
   std::vector<uint8_t> filled_;
-  std::unique_ptr<Impl> impl_;
+  AgeOrder ages_;
+  // Scratch of update(), reused between calls.
+  std::vector<std::pair<int32_t, int32_t>> refresh_;
+  std::vector<int32_t> refreshSrc_, refreshDst_, insertSrc_, chosen_, touched_;
 };
 
 }  // namespace nc

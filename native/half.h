@@ -1,33 +1,37 @@
-// float32 <-> float16 / bfloat16 conversions, bit-identical to src/js/half.ts.
+// float32 <-> float16 / bfloat16 conversions, one definition for host and
+// device code, bit-identical to src/js/half.ts.
 //
 // float32 -> half rounds to nearest, ties to even; overflow gives +-inf; NaN
 // stays NaN (quiet bit set, top payload bits kept, as F16C's vcvtps2ph does).
-// half -> float32 is exact. The scalar functions are the reference; the
-// optional F16C batch helpers (compiled only where __F16C__ is defined, e.g.
-// in native/cpu/*_avx2.cc) give the same bits.
+// half -> float32 is exact (on the device through the hardware conversion,
+// which gives the same value). The F16C paths of the CPU tiers
+// (native/cpu/*_avx2.cc) give the same bits; test/cpp/cache_store_test.cc
+// checks the scalar functions against F16C.
 #pragma once
-#include <cstdint>
-#include <cstring>
+#include <stdint.h>
+#include <string.h>
 
-#if defined(__F16C__)
-#include <immintrin.h>
+#include "hd.h"
+
+#if defined(__CUDACC__)
+#include <cuda_fp16.h>
 #endif
 
 namespace nc {
 
-inline uint32_t floatBits(float f) {
+NC_HD inline uint32_t floatBits(float f) {
   uint32_t u;
-  std::memcpy(&u, &f, 4);
+  memcpy(&u, &f, 4);
   return u;
 }
-inline float bitsFloat(uint32_t u) {
+NC_HD inline float bitsFloat(uint32_t u) {
   float f;
-  std::memcpy(&f, &u, 4);
+  memcpy(&f, &u, 4);
   return f;
 }
 
 /// IEEE binary16 bits of f, round to nearest even.
-inline uint16_t floatToHalf(float f) {
+NC_HD inline uint16_t floatToHalf(float f) {
   const uint32_t x = floatBits(f);
   const uint32_t sign = (x >> 16) & 0x8000u;
   const uint32_t exp = (x >> 23) & 0xffu;
@@ -56,7 +60,10 @@ inline uint16_t floatToHalf(float f) {
 }
 
 /// float32 value of IEEE binary16 bits (exact).
-inline float halfToFloat(uint16_t h) {
+NC_HD inline float halfToFloat(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(h));
+#else
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1fu;
   const uint32_t mant = h & 0x3ffu;
@@ -71,10 +78,11 @@ inline float halfToFloat(uint16_t h) {
     return sign ? -v : v;
   }
   return bitsFloat(sign | ((exp + 112u) << 23) | (mant << 13));
+#endif
 }
 
 /// bfloat16 bits of f (the top 16 bits of float32), round to nearest even.
-inline uint16_t floatToBFloat16(float f) {
+NC_HD inline uint16_t floatToBFloat16(float f) {
   const uint32_t x = floatBits(f);
   if ((x & 0x7f800000u) == 0x7f800000u && (x & 0x7fffffu) != 0) {
     return static_cast<uint16_t>((x >> 16) | 0x0040u);  // NaN stays NaN (quiet)
@@ -84,18 +92,11 @@ inline uint16_t floatToBFloat16(float f) {
 }
 
 /// float32 value of bfloat16 bits (exact).
-inline float bfloat16ToFloat(uint16_t b) { return bitsFloat(static_cast<uint32_t>(b) << 16); }
+NC_HD inline float bfloat16ToFloat(uint16_t b) { return bitsFloat(static_cast<uint32_t>(b) << 16); }
 
-/// n halves -> n floats (F16C where compiled in, else scalar; same result).
+/// n halves -> n floats.
 inline void halfToFloatN(const uint16_t* in, float* out, int64_t n) {
-  int64_t i = 0;
-#if defined(__F16C__)
-  for (; i + 8 <= n; i += 8) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i));
-    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
-  }
-#endif
-  for (; i < n; ++i) out[i] = halfToFloat(in[i]);
+  for (int64_t i = 0; i < n; ++i) out[i] = halfToFloat(in[i]);
 }
 
 /// n bfloat16 -> n floats.
@@ -105,14 +106,7 @@ inline void bfloat16ToFloatN(const uint16_t* in, float* out, int64_t n) {
 
 /// n floats -> n halves, round to nearest even.
 inline void floatToHalfN(const float* in, uint16_t* out, int64_t n) {
-  int64_t i = 0;
-#if defined(__F16C__)
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(in + i);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-  }
-#endif
-  for (; i < n; ++i) out[i] = floatToHalf(in[i]);
+  for (int64_t i = 0; i < n; ++i) out[i] = floatToHalf(in[i]);
 }
 
 /// n floats -> n bfloat16, round to nearest even.

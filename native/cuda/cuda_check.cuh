@@ -1,16 +1,26 @@
 // Internal to native/cuda: the one macro every CUDA runtime call goes through,
-// and small device-memory helpers.
+// small device-memory helpers, the grid size of the elementwise kernels and
+// the store factory.
 #pragma once
 #include <cuda_runtime.h>
 
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "../cache_store.h"
 #include "../common.h"
 
 namespace nc {
 namespace cuda {
 
 [[noreturn]] void throwCudaError(cudaError_t err, const char* call, const char* file, int line);
+
+/// Throws ERR_CUDA with the reason when no device can be used.
+void requireDevice();
+
+/// The CUDA backend's store (cache_store.cu), for CudaBackend::createStore.
+std::unique_ptr<CacheStore> createCudaStore(std::vector<ColumnSpec> columns, int64_t size);
 
 }  // namespace cuda
 }  // namespace nc
@@ -54,12 +64,17 @@ class DeviceBuffer {
     if (count > count_) reset(count);
   }
   T* get() const { return ptr_; }
-  size_t size() const { return count_; }
 
  private:
   T* ptr_ = nullptr;
   size_t count_ = 0;
 };
+
+/// Blocks of 256 threads for `work` elements of a grid-stride kernel.
+inline unsigned gridFor(int64_t work) {
+  const int64_t blocks = (work + 255) / 256;
+  return static_cast<unsigned>(blocks < 1 ? 1 : blocks > 65535 ? 65535 : blocks);
+}
 
 }  // namespace cuda
 }  // namespace nc

@@ -77,6 +77,11 @@ std::mutex gSplitsMutex;
 
 }  // namespace
 
+void requireDevice() {
+  std::string why;
+  NC_CHECK(available(&why), "ERR_CUDA", "negative-cache: no usable CUDA device: " + why);
+}
+
 bool available(std::string* why) {
   const Probe& p = probe();
   if (why) *why = p.ok ? std::string() : p.why;

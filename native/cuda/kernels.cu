@@ -19,8 +19,8 @@
 // (q = q1 + q2 + q3), so the error of the query rounding is about 2^-8, 2^-16
 // or 2^-24 relative for 1, 2 or 3 terms; the rows are exact in bf16.
 //
-// Noise. Exactly rng.h: Philox4x32-10 on (col/4, query row, call) keyed by
-// the seed; the exact float64 Gumbel is only computed for rows that can enter
+// Noise. rng.h, the same definition as the CPU: Philox4x32-10 on (col/4,
+// query row, call) keyed by the seed; the exact float64 Gumbel is only computed for rows that can enter
 // the list: g <= 23 for every word, and g = -log(-log u) <= -log(1-u), so a
 // row is skipped when invTemp*s + 23 < T or invTemp*s - log(1-u) < T (float
 // checks with a margin; T = the list's current k-th best perturbed score).
@@ -30,10 +30,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <mutex>
 #include <vector>
 
+#include "../draw.h"
+#include "../groups.h"
+#include "../half.h"
+#include "../rng.h"
 #include "cuda_backend.h"
 #include "cuda_check.cuh"
 
@@ -47,16 +50,8 @@ constexpr int kBN = 128;       // cache rows per tile
 constexpr int kThreads = 256;
 constexpr int kSP = kBQ + 4;   // float stride of St rows (multiple of 4 for WMMA stores)
 constexpr int kStBytes = kBN * kSP * 4;
-constexpr float kGumbelMax = 23.0f;  // > -log(-log((2^32 - 0.5) / 2^32)) = 22.87
 
 enum EpilogueMode : int { kSample = 0, kGroupMax = 1, kMatrix = 2 };
-
-struct DrawEntry {
-  double p;   // perturbed score (Gumbel) or score (max)
-  int32_t j;  // global row
-  float s;    // score
-};
-static_assert(sizeof(DrawEntry) == 16, "DrawEntry is 16 bytes");
 
 struct TileParams {
   const float* queries;           // [batch][dim] float32 (SIMT path)
@@ -76,8 +71,8 @@ struct TileParams {
   float invTempF;
   double invTemp;
   int64_t k;                      // list capacity (0: no draws)
-  uint32_t key0, key1, call0, call1;
-  DrawEntry* lists;               // [list][k], list = (chunk * 2 + half) * bpad + query
+  NoiseKey key;
+  Draw* lists;               // [list][k], list = (chunk * 2 + half) * bpad + query
   int32_t* listCount;             // [list]
   float* partMax;                 // [list]
   float* partSum;                 // [list]
@@ -90,46 +85,20 @@ struct TileParams {
 };
 
 // ---------------------------------------------------------------------------
-// Noise (device twin of rng.h; keep identical).
-
-__device__ __forceinline__ uint4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
-                                               uint32_t k1) {
-  constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
-  constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
-#pragma unroll
-  for (int round = 0; round < 10; ++round) {
-    const uint32_t hi0 = __umulhi(M0, c0), lo0 = M0 * c0;
-    const uint32_t hi1 = __umulhi(M1, c2), lo1 = M1 * c2;
-    const uint32_t n0 = hi1 ^ c1 ^ k0, n1 = lo1, n2 = hi0 ^ c3 ^ k1, n3 = lo0;
-    c0 = n0;
-    c1 = n1;
-    c2 = n2;
-    c3 = n3;
-    k0 += W0;
-    k1 += W1;
-  }
-  return make_uint4(c0, c1, c2, c3);
-}
-
-__device__ __forceinline__ double gumbelFromWordDevice(uint32_t word) {
-  const double u = (static_cast<double>(word) + 0.5) * (1.0 / 4294967296.0);
-  return -log(-log(u));
-}
-
-// ---------------------------------------------------------------------------
 // Draw lists: binary heaps, worst entry at the root; ties -> smaller row wins.
 
+/// (pa, ja) ranks after (pb, jb) in the lists' total order (draw.h).
 __device__ __forceinline__ bool worse(double pa, int32_t ja, double pb, int32_t jb) {
-  return pa < pb || (pa == pb && ja > jb);
+  return drawBefore(pb, jb, pa, ja);
 }
 
-__device__ void heapSiftDown(DrawEntry* h, int64_t n, int64_t i, DrawEntry e) {
+__device__ void heapSiftDown(Draw* h, int64_t n, int64_t i, Draw e) {
   for (;;) {
     const int64_t l = 2 * i + 1;
     if (l >= n) break;
     int64_t w = l;
-    if (l + 1 < n && worse(h[l + 1].p, h[l + 1].j, h[l].p, h[l].j)) w = l + 1;
-    if (worse(h[w].p, h[w].j, e.p, e.j)) {
+    if (l + 1 < n && worse(h[l + 1].p, h[l + 1].idx, h[l].p, h[l].idx)) w = l + 1;
+    if (worse(h[w].p, h[w].idx, e.p, e.idx)) {
       h[i] = h[w];
       i = w;
     } else {
@@ -140,14 +109,14 @@ __device__ void heapSiftDown(DrawEntry* h, int64_t n, int64_t i, DrawEntry e) {
 }
 
 /// Offers an entry; keeps the k best. Updates the count and threshold state.
-__device__ void offerDraw(DrawEntry* h, int64_t k, int32_t& count, bool& full, double& thr, double p, int32_t j,
+__device__ void offerDraw(Draw* h, int64_t k, int32_t& count, bool& full, double& thr, double p, int32_t j,
                           float s) {
-  const DrawEntry e{p, j, s};
+  const Draw e{p, j, s};
   if (count < k) {
     int64_t i = count++;
     while (i > 0) {
       const int64_t parent = (i - 1) / 2;
-      if (worse(e.p, e.j, h[parent].p, h[parent].j)) {
+      if (worse(e.p, e.idx, h[parent].p, h[parent].idx)) {
         h[i] = h[parent];
         i = parent;
       } else {
@@ -159,17 +128,17 @@ __device__ void offerDraw(DrawEntry* h, int64_t k, int32_t& count, bool& full, d
       full = true;
       thr = h[0].p;
     }
-  } else if (worse(h[0].p, h[0].j, p, j)) {
+  } else if (worse(h[0].p, h[0].idx, p, j)) {
     heapSiftDown(h, k, 0, e);
     thr = h[0].p;
   }
 }
 
 /// Sorts a heap of n entries in place, best first.
-__device__ void heapSortBestFirst(DrawEntry* h, int64_t n) {
+__device__ void heapSortBestFirst(Draw* h, int64_t n) {
   for (int64_t end = n - 1; end > 0; --end) {
-    const DrawEntry worst = h[0];
-    const DrawEntry last = h[end];
+    const Draw worst = h[0];
+    const Draw last = h[end];
     h[end] = worst;
     heapSiftDown(h, end, 0, last);
   }
@@ -185,19 +154,29 @@ __device__ __forceinline__ unsigned long long groupKey(float s, int64_t j) {
 }
 
 // ---------------------------------------------------------------------------
-// Storage conversions (exact).
+// Row types of the SIMT tile: storage element and its exact float32 (half.h).
 
-__device__ __forceinline__ float toFloat(float v) { return v; }
-__device__ __forceinline__ float toFloat(__half v) { return __half2float(v); }
-__device__ __forceinline__ float toFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
+struct F32Rows {
+  using T = float;
+  __device__ static float load(float v) { return v; }
+};
+struct F16Rows {
+  using T = uint16_t;
+  __device__ static float load(uint16_t v) { return halfToFloat(v); }
+};
+struct BF16Rows {
+  using T = uint16_t;
+  __device__ static float load(uint16_t v) { return bfloat16ToFloat(v); }
+};
 
 // ---------------------------------------------------------------------------
 // Dot-product tile producers. Each leaves St[n][q] = q . row (unscaled) in
 // shared memory and ends with a barrier.
 
 /// SIMT float32: each thread computes 8 queries x 8 rows.
-template <typename T>
+template <typename Rows>
 struct SimtTile {
+  using T = typename Rows::T;
   static constexpr int kBK = 16;
   static constexpr int kSmemBytes = kStBytes > 2 * kBK * kSP * 4 ? kStBytes : 2 * kBK * kSP * 4;
 
@@ -219,7 +198,7 @@ struct SimtTile {
         const int64_t q = q0 + r, k = k0 + kk;
         As[kk * kSP + r] = (q < p.batch && k < p.dim) ? p.queries[q * p.dim + k] : 0.0f;
         const int64_t n = n0 + r;
-        Bs[kk * kSP + r] = (n < p.numRows && k < p.dim) ? toFloat(rows[n * p.dim + k]) : 0.0f;
+        Bs[kk * kSP + r] = (n < p.numRows && k < p.dim) ? Rows::load(rows[n * p.dim + k]) : 0.0f;
       }
       __syncthreads();
 #pragma unroll
@@ -370,9 +349,9 @@ __global__ void __launch_bounds__(kThreads, 2) scoreTilesKernel(const TileParams
   int32_t cand = 0, count = 0;
   bool full = false;
   double thr = -INFINITY;
-  DrawEntry* heap = (p.mode == kSample && p.k > 0) ? p.lists + list * p.k : nullptr;
+  Draw* heap = (p.mode == kSample && p.k > 0) ? p.lists + list * p.k : nullptr;
   int64_t noiseGroup = -1;
-  uint4 words = make_uint4(0, 0, 0, 0);
+  Philox4x32 words{};
 
   for (int64_t tile = tileBegin; tile < tileEnd; ++tile) {
     const int64_t n0 = tile * kBN;
@@ -403,8 +382,8 @@ __global__ void __launch_bounds__(kThreads, 2) scoreTilesKernel(const TileParams
         const int64_t j = p.colOffset + n0 + c;
         if (g < 0 || j >= nextStart) {
           if (best) atomicMax(p.groupKeys + q * p.groups + g, best);
-          g = ((j + 1) * p.groups - 1) / p.totalCols;  // largest g with floor(g*N/G) <= j
-          nextStart = ((g + 1) * p.totalCols) / p.groups;
+          g = groupOf(j, p.totalCols, p.groups);
+          nextStart = groupStart(g + 1, p.totalCols, p.groups);
           best = 0;
         }
         const unsigned long long key = groupKey(p.scale * St[c * kSP + lq], j);
@@ -440,16 +419,16 @@ __global__ void __launch_bounds__(kThreads, 2) scoreTilesKernel(const TileParams
       if (full && v + kGumbelMax + slack < thrF) continue;
       if ((j >> 2) != noiseGroup) {
         noiseGroup = j >> 2;
-        words = philox4x32_10(static_cast<uint32_t>(noiseGroup), static_cast<uint32_t>(q), p.call0, p.call1, p.key0,
-                              p.key1);
+        words = noiseBlock(p.key, static_cast<uint32_t>(q), static_cast<uint32_t>(noiseGroup));
       }
       const int lane = static_cast<int>(j & 3);
-      const uint32_t word = lane == 0 ? words.x : lane == 1 ? words.y : lane == 2 ? words.z : words.w;
+      // Constant indices keep `words` in registers.
+      const uint32_t word = lane == 0 ? words.v[0] : lane == 1 ? words.v[1] : lane == 2 ? words.v[2] : words.v[3];
       if (full) {
         const float oneMinusU = (static_cast<float>(0xFFFFFFFFu - word) + 0.5f) * 2.3283064365386963e-10f;
         if (v - __logf(oneMinusU) + slack < thrF) continue;
       }
-      const double pp = p.invTemp * static_cast<double>(s) + gumbelFromWordDevice(word);
+      const double pp = p.invTemp * static_cast<double>(s) + gumbelFromWord(word);
       offerDraw(heap, p.k, count, full, thr, pp, static_cast<int32_t>(j), s);
     }
   }
@@ -472,9 +451,9 @@ __global__ void splitQueriesKernel(const float* __restrict__ q, int64_t batch, i
     const int64_t b = e / dpad, k = e - b * dpad;
     float r = (b < batch && k < dim) ? q[b * dim + k] : 0.0f;
     for (int s = 0; s < splits; ++s) {
-      const __nv_bfloat16 h = __float2bfloat16_rn(r);
-      out[s * total + e] = h;
-      r -= __bfloat162float(h);
+      const uint16_t h = floatToBFloat16(r);
+      out[s * total + e] = __ushort_as_bfloat16(h);
+      r -= bfloat16ToFloat(h);
     }
   }
 }
@@ -523,10 +502,10 @@ __global__ void mergeSampleKernel(const TileParams p, int64_t numLists, int64_t 
         const int64_t id = listOf(l);
         const int32_t c = cursors[q * numLists + l];
         if (c >= p.listCount[id]) continue;
-        const DrawEntry e = p.lists[id * p.k + c];
-        if (bl < 0 || worse(bp, bj, e.p, e.j)) {
+        const Draw e = p.lists[id * p.k + c];
+        if (bl < 0 || worse(bp, bj, e.p, e.idx)) {
           bp = e.p;
-          bj = e.j;
+          bj = e.idx;
           bs = e.s;
           bl = l;
         }
@@ -573,10 +552,6 @@ __global__ void finishGroupMaxKernel(const unsigned long long* __restrict__ keys
 // ---------------------------------------------------------------------------
 // Host side.
 
-unsigned gridFor(int64_t work) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((work + 255) / 256, 65535)));
-}
-
 using KernelFn = void (*)(const TileParams);
 
 struct KernelChoice {
@@ -588,12 +563,12 @@ struct KernelChoice {
 KernelChoice chooseKernel(DType storage, int64_t dim, int splits) {
   switch (storage) {
     case DType::Float32:
-      return {scoreTilesKernel<SimtTile<float>>, SimtTile<float>::kSmemBytes, false};
+      return {scoreTilesKernel<SimtTile<F32Rows>>, SimtTile<F32Rows>::kSmemBytes, false};
     case DType::Float16:
-      return {scoreTilesKernel<SimtTile<__half>>, SimtTile<__half>::kSmemBytes, false};
+      return {scoreTilesKernel<SimtTile<F16Rows>>, SimtTile<F16Rows>::kSmemBytes, false};
     case DType::BFloat16:
       if (splits == 0 || dim % 8 != 0)
-        return {scoreTilesKernel<SimtTile<__nv_bfloat16>>, SimtTile<__nv_bfloat16>::kSmemBytes, false};
+        return {scoreTilesKernel<SimtTile<BF16Rows>>, SimtTile<BF16Rows>::kSmemBytes, false};
       if (splits == 1) return {scoreTilesKernel<MmaTile<1>>, MmaTile<1>::kSmemBytes, true};
       if (splits == 2) return {scoreTilesKernel<MmaTile<2>>, MmaTile<2>::kSmemBytes, true};
       return {scoreTilesKernel<MmaTile<3>>, MmaTile<3>::kSmemBytes, true};
@@ -620,7 +595,7 @@ struct Workspace {
   std::mutex mutex;
   DeviceBuffer<float> queries;
   DeviceBuffer<__nv_bfloat16> qsplit;
-  DeviceBuffer<DrawEntry> lists;
+  DeviceBuffer<Draw> lists;
   DeviceBuffer<int32_t> listCount, partCount, cursors, outIdx;
   DeviceBuffer<float> partMax, partSum, outScore, outLse;
   DeviceBuffer<int64_t> outCount;
@@ -633,23 +608,11 @@ Workspace& workspace() {
   return *w;
 }
 
-void requireDevice() {
-  std::string why;
-  NC_CHECK(available(&why), "ERR_CUDA", "negative-cache: no usable CUDA device: " + why);
-}
-
-/// Validates the request, uploads the queries and plans every segment.
+/// Uploads the (checked) request's queries and plans every segment.
 std::vector<SegmentPlan> prepare(const ScoreRequest& req, Workspace& ws, TileParams& p, int64_t listEntries) {
   requireDevice();
-  NC_CHECK(req.batch >= 0 && req.dim >= 1, "ERR_ARGUMENT", "CUDA kernels: batch must be >= 0 and dim >= 1");
-  NC_CHECK(req.batch == 0 || req.queries != nullptr, "ERR_ARGUMENT", "CUDA kernels: queries is null");
-  NC_CHECK(std::isfinite(req.scale), "ERR_ARGUMENT", "scale must be finite");
   int64_t total = 0;
-  for (const Segment& s : req.segments) {
-    NC_CHECK(s.rows >= 0 && (s.rows == 0 || s.data != nullptr), "ERR_ARGUMENT", "CUDA kernels: bad segment");
-    total += s.rows;
-  }
-  NC_CHECK(total <= std::numeric_limits<int32_t>::max(), "ERR_ARGUMENT", "CUDA kernels: more than 2^31-1 rows");
+  for (const Segment& s : req.segments) total += s.rows;
   const int splits = querySplits();
   p = TileParams{};
   p.batch = req.batch;
@@ -685,7 +648,7 @@ std::vector<SegmentPlan> prepare(const ScoreRequest& req, Workspace& ws, TilePar
       int64_t chunks = (static_cast<int64_t>(std::max(1, perSm)) * sms + qBlocks - 1) / qBlocks;
       // Keep the draw lists within ~256 MiB.
       if (listEntries > 0) {
-        const int64_t perChunk = 2 * p.bpad * listEntries * static_cast<int64_t>(sizeof(DrawEntry));
+        const int64_t perChunk = 2 * p.bpad * listEntries * static_cast<int64_t>(sizeof(Draw));
         chunks = std::min<int64_t>(chunks, std::max<int64_t>(1, (int64_t{256} << 20) / perChunk));
       }
       chunks = std::max<int64_t>(1, std::min<int64_t>(chunks, plan.tiles));
@@ -733,14 +696,34 @@ int64_t totalChunks(const std::vector<SegmentPlan>& plans) {
   return n;
 }
 
+class CudaBackend final : public Backend {
+ public:
+  const char* name() const override { return "cuda"; }
+  std::unique_ptr<CacheStore> createStore(std::vector<ColumnSpec> columns, int64_t size) const override {
+    return createCudaStore(std::move(columns), size);
+  }
+
+ protected:
+  void runScoreAndSample(const ScoreRequest& req, const SampleParams& params, SampleOutput& out) const override;
+  void runScoreGroupMax(const ScoreRequest& req, int64_t groups, float* groupScores,
+                        int32_t* groupRows) const override;
+  /// The candidate matrix is a small host matrix (batch x groups): sampled on
+  /// the host with the CPU kernel, so results are identical to the CPU backend.
+  void runSampleCandidates(const float* scores, int64_t batch, int64_t cols, const SampleParams& params, int threads,
+                           SampleOutput& out) const override {
+    cpuBackend().sampleCandidates(scores, batch, cols, params, threads, out);
+  }
+  void runScoreMatrix(const ScoreRequest& req, float* out) const override;
+};
+
 }  // namespace
 
-void scoreAndSample(const ScoreRequest& req, const SampleParams& params, SampleOutput& out) {
-  NC_CHECK(params.numDraws >= 1, "ERR_ARGUMENT", "numDraws must be >= 1");
-  NC_CHECK(std::isfinite(params.invTemp), "ERR_ARGUMENT", "invTemp must be finite");
-  NC_CHECK(params.mode == SampleMode::Gumbel || params.mode == SampleMode::MaxScore ||
-               params.mode == SampleMode::None,
-           "ERR_ARGUMENT", "unknown sample mode");
+const Backend& cudaBackend() {
+  static const CudaBackend backend;
+  return backend;
+}
+
+void CudaBackend::runScoreAndSample(const ScoreRequest& req, const SampleParams& params, SampleOutput& out) const {
   Workspace& ws = workspace();
   std::lock_guard<std::mutex> lock(ws.mutex);
   const int64_t k = params.mode == SampleMode::None ? 0 : params.numDraws;
@@ -756,10 +739,7 @@ void scoreAndSample(const ScoreRequest& req, const SampleParams& params, SampleO
   p.invTemp = params.invTemp;
   p.invTempF = static_cast<float>(params.invTemp);
   p.k = k;
-  p.key0 = static_cast<uint32_t>(params.seed);
-  p.key1 = static_cast<uint32_t>(params.seed >> 32);
-  p.call0 = static_cast<uint32_t>(params.call);
-  p.call1 = static_cast<uint32_t>(params.call >> 32);
+  p.key = noiseKey(params.seed, params.call);
   ws.listCount.reserve(std::max<size_t>(lists, 1));
   ws.partCount.reserve(std::max<size_t>(lists, 1));
   ws.partMax.reserve(std::max<size_t>(lists, 1));
@@ -793,12 +773,12 @@ void scoreAndSample(const ScoreRequest& req, const SampleParams& params, SampleO
                              cudaMemcpyDeviceToHost));
 }
 
-void scoreGroupMax(const ScoreRequest& req, int64_t groups, float* groupScores, int32_t* groupRows) {
+void CudaBackend::runScoreGroupMax(const ScoreRequest& req, int64_t groups, float* groupScores,
+                                   int32_t* groupRows) const {
   Workspace& ws = workspace();
   std::lock_guard<std::mutex> lock(ws.mutex);
   TileParams p;
   const std::vector<SegmentPlan> plans = prepare(req, ws, p, 0);
-  NC_CHECK(groups >= 1 && groups <= p.totalCols, "ERR_ARGUMENT", "groups must be in [1, N]");
   if (req.batch == 0) return;
   const size_t count = static_cast<size_t>(req.batch * groups);
   ws.groupKeys.reserve(count);
@@ -816,7 +796,7 @@ void scoreGroupMax(const ScoreRequest& req, int64_t groups, float* groupScores, 
   NC_CUDA_CHECK(cudaMemcpy(groupRows, ws.outIdx.get(), count * 4, cudaMemcpyDeviceToHost));
 }
 
-void scoreMatrix(const ScoreRequest& req, float* out) {
+void CudaBackend::runScoreMatrix(const ScoreRequest& req, float* out) const {
   Workspace& ws = workspace();
   std::lock_guard<std::mutex> lock(ws.mutex);
   TileParams p;

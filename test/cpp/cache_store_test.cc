@@ -10,8 +10,9 @@
 #include <random>
 #include <vector>
 
-#include "cache_store.h"
+#include "cpu/cpu_store.h"
 #include "half.h"
+#include "test_util.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -20,18 +21,6 @@ __attribute__((target("f16c"))) static uint16_t f16cFloatToHalf(float f) {
 }
 __attribute__((target("f16c"))) static float f16cHalfToFloat(uint16_t h) { return _cvtsh_ss(h); }
 #endif
-
-static int failures = 0;
-#define EXPECT(cond, ...)                                   \
-  do {                                                      \
-    if (!(cond)) {                                          \
-      if (failures++ < 20) {                                \
-        std::fprintf(stderr, "%s:%d: ", __FILE__, __LINE__); \
-        std::fprintf(stderr, __VA_ARGS__);                  \
-        std::fprintf(stderr, "\n");                         \
-      }                                                     \
-    }                                                       \
-  } while (0)
 
 struct Naive {
   int64_t size, width;
@@ -61,7 +50,7 @@ struct Naive {
 static void randomSequence(uint32_t seed, int64_t size, bool lru, int initAges) {
   std::mt19937 rng(seed);
   const int64_t width = 3;
-  nc::CacheStore store({{"x", nc::DType::Float32, width}}, size);
+  nc::cpu::CpuCacheStore store({{"x", nc::DType::Float32, width}}, size);
   Naive naive{size, width, std::vector<float>(size * width, 0.f), std::vector<int32_t>(size, 0)};
   if (initAges) {
     std::vector<int32_t> ages(size);
@@ -155,7 +144,7 @@ int main() {
   }
   // The worked example (size 4, inserts of two rows).
   {
-    nc::CacheStore s({{"a", nc::DType::Int32, 2}}, 4);
+    nc::cpu::CpuCacheStore s({{"a", nc::DType::Int32, 2}}, 4);
     std::vector<int32_t> v(4, 1);
     nc::CacheUpdate u;
     u.numNew = 2;

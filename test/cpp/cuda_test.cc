@@ -16,8 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "cache_store.h"
-#include "kernels.h"
+#include "backend.h"
 #ifdef NEGCACHE_WITH_CUDA
 #include "cuda/cuda_backend.h"
 #include "test_util.h"
@@ -82,8 +81,7 @@ Rows randomRows(Rng& r, const std::vector<nc::ColumnSpec>& cols, int64_t n) {
   return rows;
 }
 
-template <typename A, typename B>
-bool sameState(const A& cpu, const B& gpu) {
+bool sameState(const nc::CacheStore& cpu, const nc::CacheStore& gpu) {
   bool ok = true;
   const int64_t n = cpu.size();
   for (int c = 0; c < cpu.numColumns(); ++c) {
@@ -105,8 +103,10 @@ void testStore() {
   Rng r(1);
   const auto cols = storeColumns();
   const int64_t size = 37;
-  nc::CacheStore cpu(cols, size);
-  nc::cuda::CudaCacheStore gpu(cols, size);
+  const auto cpuStore = nc::cpuBackend().createStore(cols, size);
+  const auto gpuStore = nc::cuda::cudaBackend().createStore(cols, size);
+  nc::CacheStore& cpu = *cpuStore;
+  nc::CacheStore& gpu = *gpuStore;
   EXPECT(sameState(cpu, gpu), "fresh stores differ");
   for (int step = 0; step < 60; ++step) {
     if (step == 25) {  // initialize with explicit (some negative) ages
@@ -196,7 +196,7 @@ void testKernels(const KernelCase& kc, int splits, uint64_t seed) {
   const double floor1 = !tensor || splits == 3 ? 0.99 : splits == 2 ? 0.97 : 0.5;
   const int before = failures;
   std::vector<std::unique_ptr<nc::CacheStore>> cpuStores;
-  std::vector<std::unique_ptr<nc::cuda::CudaCacheStore>> gpuStores;
+  std::vector<std::unique_ptr<nc::CacheStore>> gpuStores;
   nc::ScoreRequest creq, greq;
   std::vector<float> queries(static_cast<size_t>(kc.batch * kc.dim));
   for (auto& q : queries) q = r.normal() / std::sqrt(static_cast<float>(kc.dim));
@@ -208,8 +208,8 @@ void testKernels(const KernelCase& kc, int splits, uint64_t seed) {
   int64_t n = 0;
   for (int64_t rows : kc.segRows) {
     std::vector<nc::ColumnSpec> cols{{"emb", kc.storage, kc.dim}};
-    cpuStores.push_back(std::make_unique<nc::CacheStore>(cols, rows));
-    gpuStores.push_back(std::make_unique<nc::cuda::CudaCacheStore>(cols, rows));
+    cpuStores.push_back(nc::cpuBackend().createStore(cols, rows));
+    gpuStores.push_back(nc::cuda::cudaBackend().createStore(cols, rows));
     std::vector<int32_t> idx;
     for (int64_t i = 0; i < rows; ++i)
       if (r.uniform() < kc.fill) idx.push_back(static_cast<int32_t>(i));
@@ -223,16 +223,16 @@ void testKernels(const KernelCase& kc, int splits, uint64_t seed) {
       cpuStores.back()->update(u);
       gpuStores.back()->update(u);
     }
-    creq.segments.push_back({cpuStores.back()->columnData(0), kc.storage, rows, cpuStores.back()->filled()});
-    greq.segments.push_back({gpuStores.back()->columnData(0), kc.storage, rows, gpuStores.back()->filledDevice()});
+    creq.segments.push_back(cpuStores.back()->segment(0));
+    greq.segments.push_back(gpuStores.back()->segment(0));
     n += rows;
   }
   auto near = [&](double a, double b) { return std::fabs(a - b) <= tol * (1.0 + std::fabs(b)); };
 
   // scoreMatrix
   std::vector<float> cm(static_cast<size_t>(kc.batch * n)), gm(cm.size());
-  nc::scoreMatrix(creq, cm.data());
-  nc::cuda::scoreMatrix(greq, gm.data());
+  nc::cpuBackend().scoreMatrix(creq, cm.data());
+  nc::cuda::cudaBackend().scoreMatrix(greq, gm.data());
   double worst = 0.0;
   for (size_t i = 0; i < cm.size(); ++i) worst = std::max(worst, std::fabs(cm[i] - gm[i]) / (1.0 + std::fabs(cm[i])));
   EXPECT(worst <= tol, "scoreMatrix: max relative difference %.3g > %.3g", worst, tol);
@@ -252,8 +252,8 @@ void testKernels(const KernelCase& kc, int splits, uint64_t seed) {
       std::vector<float> cs(ci.size()), gs(ci.size()), cl(static_cast<size_t>(kc.batch)), gl(cl.size());
       std::vector<int64_t> cc(cl.size()), gc(cl.size());
       nc::SampleOutput co{ci.data(), cs.data(), cl.data(), cc.data()}, go{gi.data(), gs.data(), gl.data(), gc.data()};
-      nc::scoreAndSample(creq, p, co);
-      nc::cuda::scoreAndSample(greq, p, go);
+      nc::cpuBackend().scoreAndSample(creq, p, co);
+      nc::cuda::cudaBackend().scoreAndSample(greq, p, go);
       EXPECT(cc == gc, "mode %d k %lld: candidate counts differ", mode, static_cast<long long>(k));
       for (int64_t b = 0; b < kc.batch; ++b) {
         if (cl[static_cast<size_t>(b)] == -INFINITY) {
@@ -286,8 +286,8 @@ void testKernels(const KernelCase& kc, int splits, uint64_t seed) {
   for (int64_t groups : {int64_t{1}, int64_t{7}, std::min<int64_t>(n, 300)}) {
     std::vector<float> cs(static_cast<size_t>(kc.batch * groups)), gs(cs.size());
     std::vector<int32_t> cr(cs.size()), gr(cs.size());
-    nc::scoreGroupMax(creq, groups, cs.data(), cr.data());
-    nc::cuda::scoreGroupMax(greq, groups, gs.data(), gr.data());
+    nc::cpuBackend().scoreGroupMax(creq, groups, cs.data(), cr.data());
+    nc::cuda::cudaBackend().scoreGroupMax(greq, groups, gs.data(), gr.data());
     int64_t same = 0;
     for (size_t i = 0; i < cs.size(); ++i) {
       if (cr[i] == gr[i]) {

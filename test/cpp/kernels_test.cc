@@ -11,7 +11,9 @@
 #include <random>
 #include <vector>
 
-#include "kernels.h"
+#include "backend.h"
+#include "cpu/dispatch.h"
+#include "cpu/tier.h"
 #include "rng.h"
 #include "test_util.h"
 
@@ -158,7 +160,7 @@ Draws runSample(const Problem& p, const nc::SampleParams& sp, int threads) {
   nc::SampleOutput out{d.idx.data(), d.scores.data(), d.lse.data(), d.cands.data()};
   nc::ScoreRequest r = p.req();
   r.threads = threads;
-  nc::scoreAndSample(r, sp, out);
+  nc::cpuBackend().scoreAndSample(r, sp, out);
   return d;
 }
 
@@ -290,7 +292,7 @@ void testRandomShapes(bool baseline) {
       std::vector<int32_t> gr(static_cast<size_t>(B * groups));
       nc::ScoreRequest r = p.req();
       r.threads = 2;
-      nc::scoreGroupMax(r, groups, gs.data(), gr.data());
+      nc::cpuBackend().scoreGroupMax(r, groups, gs.data(), gr.data());
       for (int64_t b = 0; b < B; ++b) {
         for (int64_t g = 0; g < groups; ++g) {
           const int64_t a = g * N / groups, e = (g + 1) * N / groups;
@@ -322,7 +324,7 @@ void testRandomShapes(bool baseline) {
     if (N > 0 && N * B < 2000000) {
       std::vector<float> m(static_cast<size_t>(B * N));
       nc::ScoreRequest r = p.req();
-      nc::scoreMatrix(r, m.data());
+      nc::cpuBackend().scoreMatrix(r, m.data());
       for (int64_t i = 0; i < B * N; ++i) {
         if (std::fabs(m[i] - S[i]) > 1e-4 * (1 + std::fabs(S[i]))) {
           EXPECT(false, "scoreMatrix %lld: %g vs %g", (long long)i, m[i], S[i]);
@@ -385,7 +387,7 @@ void testSampleCandidates() {
     d.lse.assign(static_cast<size_t>(B), 0);
     d.cands.assign(static_cast<size_t>(B), 0);
     nc::SampleOutput out{d.idx.data(), d.scores.data(), d.lse.data(), d.cands.data()};
-    nc::sampleCandidates(s.data(), B, C, sp, 2, out);
+    nc::cpuBackend().sampleCandidates(s.data(), B, C, sp, 2, out);
     std::vector<double> S(s.begin(), s.end());
     // Per-row candidates differ; check row by row.
     for (int64_t b = 0; b < B; ++b) {
@@ -498,7 +500,7 @@ void testEdgeCases() {
   try {
     std::vector<float> gs(4), gr(4);
     nc::ScoreRequest r = p.req();
-    nc::scoreGroupMax(r, 51, gs.data(), reinterpret_cast<int32_t*>(gr.data()));
+    nc::cpuBackend().scoreGroupMax(r, 51, gs.data(), reinterpret_cast<int32_t*>(gr.data()));
   } catch (const nc::Error&) {
     threw = true;
   }
@@ -545,11 +547,59 @@ void testThresholdExchange() {
   std::printf("threshold exchange: %d cases ok\n", cases);
 }
 
+/// Every tier's SIMD Philox against the scalar definition (rng.h), and the
+/// scalar definition against the published Philox4x32-10 known-answer vectors
+/// (Random123 kat_vectors).
+void testPhiloxTiers() {
+  const nc::Philox4x32 zero = nc::philox4x32_10(0, 0, 0, 0, 0, 0);
+  EXPECT(zero.v[0] == 0x6627e8d5u && zero.v[1] == 0xe169c58du && zero.v[2] == 0xbc57ac4cu &&
+             zero.v[3] == 0x9b00dbd8u,
+         "philox4x32_10(0, 0) known answer");
+  const nc::Philox4x32 ones = nc::philox4x32_10(~0u, ~0u, ~0u, ~0u, ~0u, ~0u);
+  EXPECT(ones.v[0] == 0x408f276du && ones.v[1] == 0x41c83b0eu && ones.v[2] == 0xa20bc7c6u &&
+             ones.v[3] == 0x6d5451fdu,
+         "philox4x32_10(ff.., ff..) known answer");
+  struct Named {
+    const char* name;
+    const nc::cpu::Epilogue* ep;
+    bool usable;
+  };
+  const auto f = nc::cpu::detectedFeatures();
+  const Named tiers[] = {{"baseline", nc::cpu::baselineEpilogue(), true},
+                         {"avx2", nc::cpu::avx2Epilogue(), f.avx2 && f.fma && f.f16c}};
+  std::mt19937_64 rng(17);
+  for (const Named& t : tiers) {
+    if (t.ep == nullptr || !t.usable) {
+      std::printf("philox %s: skipped (not compiled or not supported)\n", t.name);
+      continue;
+    }
+    int checked = 0;
+    for (int trial = 0; trial < 2000; ++trial) {
+      const nc::NoiseKey key = nc::noiseKey(rng() & ((1ULL << 53) - 1), rng());
+      uint32_t rows[8], blocks[8], words[32];
+      for (int l = 0; l < 8; ++l) {
+        rows[l] = static_cast<uint32_t>(trial % 3 == 0 ? l : rng());
+        blocks[l] = static_cast<uint32_t>(trial % 5 == 0 ? rng() % 4 : rng());
+      }
+      t.ep->noiseBlocks8(&key, rows, blocks, words);
+      for (int l = 0; l < 8; ++l) {
+        const nc::Philox4x32 want = nc::noiseBlock(key, rows[l], blocks[l]);
+        for (int i = 0; i < 4; ++i) {
+          EXPECT(words[4 * l + i] == want.v[i], "philox %s: lane %d word %d", t.name, l, i);
+          ++checked;
+        }
+      }
+    }
+    std::printf("philox %s: %d words equal the scalar Philox\n", t.name, checked);
+  }
+}
+
 }  // namespace
 
 int main() {
   const auto f = nc::cpu::detectedFeatures();
   std::printf("cpu: avx2=%d fma=%d f16c=%d usingAvx2=%d\n", f.avx2, f.fma, f.f16c, nc::cpu::usingAvx2());
+  testPhiloxTiers();
   testEdgeCases();
   testRandomShapes(false);
   testRandomShapes(true);

@@ -1,45 +1,30 @@
-// Internal interface between the kernel driver (kernels.cc, baseline ISA) and
-// the per-ISA tile functions (kernels.cc baseline, kernels_avx2.cc).
+// The seam between the CPU tiling driver (driver.h, baseline ISA) and the ISA
+// tiers. A tier is a micro-kernel (row conversion + one score block) and
+// epilogues (what consumes a score block), each in its own object file
+// compiled for its ISA (tier_baseline.cc, tier_avx2.cc; AVX-512, AMX-BF16 or
+// NEON tiers plug in the same way) and chosen by one dispatch table
+// (dispatch.cc). See docs/kernels.md "ISA tiers".
 //
 // Only plain structs and function declarations live here: an inline function
-// or template instantiated in an AVX2 translation unit would emit a weak
+// or template instantiated in an ISA translation unit would emit a weak
 // symbol the linker may also pick for baseline callers (SIGILL on CPUs
-// without AVX2).
+// without that ISA).
 #pragma once
 #include <cstdint>
+
+#include "kbest.h"
+#include "rng.h"
 
 namespace nc {
 namespace cpu {
 
 /// Rows of cache scored together; a multiple of the AVX2 micro-kernel's 6 rows.
 constexpr int64_t kTileRows = 24;
-/// Queries are packed in blocks of this many (the micro-kernel's width).
+/// Queries are packed in blocks of this many (the micro-kernels' width).
 constexpr int64_t kQueryBlock = 16;
-/// Largest standard Gumbel value gumbelFromWord can return is
-/// -log(-log((2^32 - 0.5) / 2^32)) = 22.87; the filters use this bound.
-constexpr float kGumbelMax = 23.0f;
-
-/// Per-thread draw lists: per query up to k entries sorted by (perturbed
-/// score descending, index ascending).
-struct TopK {
-  int64_t k;
-  double* p;        // [batch * k] perturbed scores
-  int32_t* idx;     // [batch * k] global rows / columns
-  float* s;         // [batch * k] scores
-  int32_t* count;   // [batch]
-  double* thresh;   // [batch] filter threshold: the k-th perturbed score (-inf
-                    // while fewer than k), or a larger bound imported from the
-                    // other threads' lists
-  uint8_t* dirty;   // [batch] set when the list changed; null = not tracked
-};
-
-/// Philox key and the call words of the counter (see rng.h).
-struct NoiseKey {
-  uint32_t k0, k1, c2, c3;
-};
 
 /// Sparse (query, column) pairs that passed the score filter, waiting to be
-/// handled 8 at a time with one Philox call (AVX2 path). Lives per thread
+/// handled 8 at a time with one Philox call (AVX2 epilogue). Lives per thread
 /// across tiles; flushed when full and at the end of each chunk.
 struct PendingDraws {
   // 8 lanes plus room for a row's lanes appended past them (vector stores).
@@ -62,7 +47,7 @@ struct SampleTile {
   NoiseKey key;
   float* lseMax;          // [kQueryBlock] running max of the current chunk (this block)
   double* lseSum;         // [kQueryBlock] running sum of exp(S - lseMax)
-  TopK* topk;
+  KBest* topk;            // per thread; lists indexed by global query
   PendingDraws* pending;  // per thread
   int32_t flushOnly;      // 1: only flush `pending` (end of a chunk)
 };
@@ -77,28 +62,41 @@ struct GroupTile {
   int32_t* gidx;           // [groupsInChunk][bpad], offset to this query block
 };
 
-struct IsaOps {
+/// The micro-kernel of a tier.
+struct MicroKernel {
   /// n values of storage (1 f16, 2 bf16) to float32.
   void (*convertRow)(const void* src, int32_t storage, int64_t n, float* dst);
   /// sb[r][i] = scale * (rows[r] . q_i) for r < nrows, i < 16; qblk is one
   /// block of the query pack, [dim][16].
-  void (*gemmBlock)(const float* qblk, int64_t dim, const float* const* rows, int64_t nrows,
-                    float scale, float* sb);
-  void (*sampleTile)(const SampleTile* t);
-  void (*groupMaxTile)(const GroupTile* t);
+  void (*gemmBlock)(const float* qblk, int64_t dim, const float* const* rows, int64_t nrows, float scale,
+                    float* sb);
 };
 
-/// The AVX2/FMA/F16C tile functions (kernels_avx2.cc); null when not compiled.
-const IsaOps* avx2Ops();
+/// The epilogues of a tier (lse + draws; group max).
+struct Epilogue {
+  void (*sampleTile)(const SampleTile* t);
+  void (*groupMaxTile)(const GroupTile* t);
+  /// The tier's Philox on 8 independent counters: words[4 * l + i] =
+  /// noiseBlock(key, rows[l], colBlocks[l]).v[i] (checked against the scalar
+  /// definition in rng.h by test/cpp/kernels_test.cc).
+  void (*noiseBlocks8)(const NoiseKey* key, const uint32_t* rows, const uint32_t* colBlocks, uint32_t* words);
+};
 
-/// Offers a draw to query b's list (exact comparison, ties -> smaller index).
-/// Returns the query's new threshold. Baseline-compiled.
-double offerDraw(TopK* tk, int64_t b, int32_t j, float s, double p);
-/// Exact Gumbel draw: p = invTemp * s + gumbelFromWord(word) in float64, then
-/// offerDraw. Baseline-compiled so every path computes the same value.
-double offerGumbel(TopK* tk, int64_t b, int32_t j, float s, double invTemp, uint32_t word);
-/// Margin (in perturbed-score units) the float filters keep around threshold t.
-float filterMargin(double t);
+/// A row of the dispatch table: a micro-kernel and the epilogue it feeds.
+struct Tier {
+  const char* name;
+  const MicroKernel* kernel;
+  const Epilogue* epilogue;
+};
+
+/// The tier the kernels use now (dispatch.cc).
+Tier currentTier();
+
+// Each tier object file exports its parts (null when its ISA is not compiled in).
+const MicroKernel* baselineMicroKernel();
+const Epilogue* baselineEpilogue();
+const MicroKernel* avx2MicroKernel();
+const Epilogue* avx2Epilogue();
 
 }  // namespace cpu
 }  // namespace nc

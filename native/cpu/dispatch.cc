@@ -1,10 +1,13 @@
-// CPU feature detection for the runtime dispatch of the kernels.
+// The dispatch table of the CPU tiers and the CPU feature detection it uses.
+// Tiers are listed best first; the first whose features the CPU has (and whose
+// object file was compiled for them) runs, and the baseline tier, last,
+// always can. A new tier is one row here plus its object files (tier.h).
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 
-#include "kernels.h"
-#include "kernels_impl.h"
+#include "dispatch.h"
+#include "tier.h"
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define NC_X86 1
@@ -49,16 +52,41 @@ bool envForcesBaseline() {
 const Features kDetected = probe();
 std::atomic<bool> gForceBaseline{envForcesBaseline()};
 
+/// A row of the dispatch table.
+struct TierEntry {
+  const char* name;
+  bool (*usable)(const Features& f);
+  const MicroKernel* (*kernel)();
+  const Epilogue* (*epilogue)();
+};
+
+bool hasAvx2(const Features& f) { return f.avx2 && f.fma && f.f16c; }
+bool always(const Features&) { return true; }
+
+const TierEntry kTiers[] = {
+    {"avx2", hasAvx2, avx2MicroKernel, avx2Epilogue},
+    {"baseline", always, baselineMicroKernel, baselineEpilogue},
+};
+constexpr int kNumTiers = static_cast<int>(sizeof(kTiers) / sizeof(kTiers[0]));
+
 }  // namespace
 
 Features detectedFeatures() { return kDetected; }
 
 void setForceBaseline(bool force) { gForceBaseline.store(force); }
 
-bool usingAvx2() {
-  return !gForceBaseline.load() && kDetected.avx2 && kDetected.fma && kDetected.f16c &&
-         avx2Ops() != nullptr;
+Tier currentTier() {
+  const int first = gForceBaseline.load() ? kNumTiers - 1 : 0;
+  for (int i = first; i < kNumTiers; ++i) {
+    const TierEntry& e = kTiers[i];
+    if (e.usable(kDetected) && e.kernel() != nullptr && e.epilogue() != nullptr)
+      return Tier{e.name, e.kernel(), e.epilogue()};
+  }
+  const TierEntry& b = kTiers[kNumTiers - 1];
+  return Tier{b.name, b.kernel(), b.epilogue()};
 }
+
+bool usingAvx2() { return currentTier().kernel == avx2MicroKernel(); }
 
 }  // namespace cpu
 }  // namespace nc

@@ -1,9 +1,11 @@
-// AVX2 / FMA / F16C tile functions. Compiled with -mavx2 -mfma -mf16c and
-// entered only after a CPUID check (features.cc). Everything here is in an
-// anonymous namespace, uses raw pointers and intrinsics and instantiates no
-// inline library function or template, so no weak symbol compiled for AVX2
-// can be picked by the linker for a baseline caller.
-#include "kernels_impl.h"
+// The AVX2 / FMA / F16C tier: micro-kernel and epilogues. Compiled with
+// -mavx2 -mfma -mf16c and entered only after a CPUID check (dispatch.cc).
+// Everything here is in an anonymous namespace, uses raw pointers and
+// intrinsics and instantiates no inline library function, and the one shared
+// template (philoxRound, rng.h) only with a lane type of this anonymous
+// namespace, so no weak symbol compiled for AVX2 can be picked by the linker
+// for a baseline caller (check: nm on the object shows no W/V/u symbol).
+#include "tier.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -127,40 +129,37 @@ inline void mulhilo8(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
   hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
 }
 
-/// The 10 round keys and the call words of one call, broadcast once.
+/// The lane type of philoxRound (rng.h): 8 words.
+struct Avx2Lanes {
+  using V = __m256i;
+  static V splat(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
+  static void mulhilo(V m, V x, V& hi, V& lo) { mulhilo8(x, m, hi, lo); }
+  static V xor3(V a, V b, V c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
+};
+
+/// The round keys and the call words of one call, broadcast once.
 struct RoundKeys {
-  __m256i k0[10], k1[10];
+  __m256i k0[kPhiloxRounds], k1[kPhiloxRounds];
   __m256i c2, c3;
 };
 
 void makeRoundKeys(const NoiseKey& key, RoundKeys& rk) {
   uint32_t k0 = key.k0, k1 = key.k1;
-  for (int round = 0; round < 10; ++round) {
-    rk.k0[round] = _mm256_set1_epi32(static_cast<int>(k0));
-    rk.k1[round] = _mm256_set1_epi32(static_cast<int>(k1));
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
+  for (int round = 0; round < kPhiloxRounds; ++round) {
+    rk.k0[round] = Avx2Lanes::splat(k0);
+    rk.k1[round] = Avx2Lanes::splat(k1);
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
   }
-  rk.c2 = _mm256_set1_epi32(static_cast<int>(key.c2));
-  rk.c3 = _mm256_set1_epi32(static_cast<int>(key.c3));
+  rk.c2 = Avx2Lanes::splat(key.c2);
+  rk.c3 = Avx2Lanes::splat(key.c3);
 }
 
 /// words[i] lane l = philox(counter (c0[l], c1[l], call), key).v[i].
 void philox8v(__m256i c0, __m256i c1, const RoundKeys& rk, __m256i words[4]) {
-  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
-  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
   __m256i c2 = rk.c2, c3 = rk.c3;
-  for (int round = 0; round < 10; ++round) {
-    __m256i hi0, lo0, hi1, lo1;
-    mulhilo8(c0, m0, hi0, lo0);
-    mulhilo8(c2, m1, hi1, lo1);
-    const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), rk.k0[round]);
-    const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), rk.k1[round]);
-    c0 = n0;
-    c1 = lo1;
-    c2 = n2;
-    c3 = lo0;
-  }
+  for (int round = 0; round < kPhiloxRounds; ++round)
+    philoxRound<Avx2Lanes>(c0, c1, c2, c3, rk.k0[round], rk.k1[round]);
   words[0] = c0;
   words[1] = c1;
   words[2] = c2;
@@ -245,7 +244,7 @@ void flushPending(const SampleTile* t, const RoundKeys& rk, PendingDraws& pd) {
     pd.b[l] = pd.b[0];
     pd.s[l] = pd.s[0];
   }
-  TopK* tk = t->topk;
+  KBest* tk = t->topk;
   const __m256i jv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.j));
   const __m256i bv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.b));
   __m256i words[4];
@@ -285,7 +284,7 @@ void sampleTileAvx2(const SampleTile* t) {
   const int64_t nrows = t->nrows, bpad = 16;
   const __m256i lane8 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256 invTemp = _mm256_set1_ps(t->invTemp);
-  TopK* tk = t->topk;
+  KBest* tk = t->topk;
   RoundKeys rk;
   if (t->mode == 0) makeRoundKeys(t->key, rk);
   if (t->flushOnly) {
@@ -424,11 +423,25 @@ void groupMaxTileAvx2(const GroupTile* t) {
   }
 }
 
-const IsaOps kAvx2Ops = {convertRowAvx2, gemmBlockAvx2, sampleTileAvx2, groupMaxTileAvx2};
+void noiseBlocks8Avx2(const NoiseKey* key, const uint32_t* rows, const uint32_t* colBlocks, uint32_t* words) {
+  RoundKeys rk;
+  makeRoundKeys(*key, rk);
+  __m256i w[4];
+  philox8v(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(colBlocks)),
+           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows)), rk, w);
+  alignas(32) uint32_t lanes[4][8];
+  for (int i = 0; i < 4; ++i) _mm256_store_si256(reinterpret_cast<__m256i*>(lanes[i]), w[i]);
+  for (int l = 0; l < 8; ++l)
+    for (int i = 0; i < 4; ++i) words[4 * l + i] = lanes[i][l];
+}
+
+const MicroKernel kAvx2Kernel = {convertRowAvx2, gemmBlockAvx2};
+const Epilogue kAvx2Epilogue = {sampleTileAvx2, groupMaxTileAvx2, noiseBlocks8Avx2};
 
 }  // namespace
 
-const IsaOps* avx2Ops() { return &kAvx2Ops; }
+const MicroKernel* avx2MicroKernel() { return &kAvx2Kernel; }
+const Epilogue* avx2Epilogue() { return &kAvx2Epilogue; }
 
 }  // namespace cpu
 }  // namespace nc
@@ -437,7 +450,8 @@ const IsaOps* avx2Ops() { return &kAvx2Ops; }
 
 namespace nc {
 namespace cpu {
-const IsaOps* avx2Ops() { return nullptr; }
+const MicroKernel* avx2MicroKernel() { return nullptr; }
+const Epilogue* avx2Epilogue() { return nullptr; }
 }  // namespace cpu
 }  // namespace nc
 

@@ -1,0 +1,89 @@
+#include "cpu_store.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "backend.h"
+#include "rows.h"
+
+namespace nc {
+namespace cpu {
+
+namespace {
+
+void* allocZeroed(size_t bytes) {
+  const size_t alignment = 64;
+  size_t rounded = (bytes + alignment - 1) / alignment * alignment;
+  if (rounded == 0) rounded = alignment;
+  void* p = nullptr;
+  if (posix_memalign(&p, alignment, rounded) != 0 || p == nullptr) throw std::bad_alloc();
+  std::memset(p, 0, rounded);
+  return p;
+}
+
+}  // namespace
+
+CpuCacheStore::CpuCacheStore(std::vector<ColumnSpec> columns, int64_t size)
+    : CacheStore(cpuBackend(), std::move(columns), size) {
+  data_.reserve(columns_.size());
+  try {
+    for (size_t c = 0; c < columns_.size(); ++c)
+      data_.push_back(allocZeroed(static_cast<size_t>(size_) * rowBytes(static_cast<int>(c))));
+  } catch (...) {
+    for (void* p : data_) std::free(p);
+    throw;
+  }
+}
+
+CpuCacheStore::~CpuCacheStore() {
+  for (void* p : data_) std::free(p);
+}
+
+size_t CpuCacheStore::rowBytes(int c) const {
+  const ColumnSpec& col = column(c);
+  return static_cast<size_t>(col.width) * dtypeBytes(col.storage);
+}
+
+void CpuCacheStore::writeColumn(int c, const void* values) {
+  void* base = data_[static_cast<size_t>(c)];
+  if (values == nullptr) {
+    std::memset(base, 0, static_cast<size_t>(size_) * rowBytes(c));
+    return;
+  }
+  packRows(column(c).storage, column(c).width, values, nullptr, size_, base);
+}
+
+void CpuCacheStore::writeRows(int c, const void* values, const int32_t* src, const int32_t* dst, int64_t n) {
+  const ColumnSpec& col = column(c);
+  char* base = static_cast<char*>(data_[static_cast<size_t>(c)]);
+  const size_t rb = rowBytes(c);
+  for (int64_t i = 0; i < n; ++i)
+    packRows(col.storage, col.width, values, src + i, 1, base + static_cast<size_t>(dst[i]) * rb);
+}
+
+void CpuCacheStore::readRows(int c, const int32_t* rows, int64_t n, void* out) const {
+  const ColumnSpec& col = column(c);
+  const char* base = static_cast<const char*>(data_[static_cast<size_t>(c)]);
+  if (rows == nullptr) {
+    unpackElements(col.storage, base, n * col.width, out);
+    return;
+  }
+  const size_t rb = rowBytes(c), outRow = static_cast<size_t>(col.width) * 4;
+  for (int64_t i = 0; i < n; ++i)
+    unpackElements(col.storage, base + static_cast<size_t>(rows[i]) * rb, col.width,
+                   static_cast<char*>(out) + static_cast<size_t>(i) * outRow);
+}
+
+size_t CpuCacheStore::dataBytes() const {
+  size_t total = 0;
+  for (int c = 0; c < numColumns(); ++c) total += static_cast<size_t>(size_) * rowBytes(c);
+  return total;
+}
+
+size_t CpuCacheStore::hostBytes() const {
+  return dataBytes() + bookkeepingBytesPerRow() * static_cast<size_t>(size_);
+}
+
+}  // namespace cpu
+}  // namespace nc

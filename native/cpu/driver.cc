@@ -1,0 +1,71 @@
+#include "driver.h"
+
+#include "thread_pool.h"
+
+namespace nc {
+namespace cpu {
+
+void prepare(const ScoreRequest& req, Prepared& p) {
+  p.req = &req;
+  p.batch = req.batch;
+  p.dim = req.dim;
+  p.bpad = (req.batch + kQueryBlock - 1) / kQueryBlock * kQueryBlock;
+  p.segStart.clear();
+  int64_t n = 0;
+  for (const Segment& s : req.segments) {
+    p.segStart.push_back(n);
+    n += s.rows;
+  }
+  p.segStart.push_back(n);
+  p.n = n;
+  p.qt.assign(static_cast<size_t>(p.bpad * p.dim), 0.0f);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    float* blk = p.qt.data() + (b / kQueryBlock) * kQueryBlock * p.dim + (b % kQueryBlock);
+    const float* q = req.queries + b * p.dim;
+    for (int64_t d = 0; d < p.dim; ++d) blk[d * kQueryBlock] = q[d];
+  }
+}
+
+int64_t chunkRowsFor(int64_t n) {
+  int64_t c = (n + 63) / 64;  // enough chunks to balance threads that finish unevenly
+  c = (c + kTileRows - 1) / kTileRows * kTileRows;
+  return std::max<int64_t>(8 * kTileRows, std::min<int64_t>(c, 8192));
+}
+
+RowChunks rowChunks(int64_t n, int requestedThreads) {
+  RowChunks c;
+  c.rows = chunkRowsFor(n);
+  c.count = (n + c.rows - 1) / c.rows;
+  c.threads = static_cast<int>(std::min<int64_t>(resolveThreads(requestedThreads), std::max<int64_t>(c.count, 1)));
+  return c;
+}
+
+int64_t countCandidates(const Prepared& p) {
+  const ScoreRequest& req = *p.req;
+  int64_t c = 0;
+  for (const Segment& s : req.segments) {
+    if (req.scoreEmptyRows || s.filled == nullptr) {
+      c += s.rows;
+    } else {
+      for (int64_t i = 0; i < s.rows; ++i) c += s.filled[i] != 0;
+    }
+  }
+  return c;
+}
+
+void Scratch::init(const Prepared& p) {
+  rowbuf.resize(static_cast<size_t>(kTileRows * p.dim));
+  sb.resize(static_cast<size_t>(kTileRows * kQueryBlock));
+  rowPtr.resize(kTileRows);
+  rowIdx.resize(kTileRows);
+  rowGroup.resize(kTileRows);
+}
+
+std::vector<Scratch> makeScratch(const Prepared& p, int threads) {
+  std::vector<Scratch> s(static_cast<size_t>(threads));
+  for (Scratch& x : s) x.init(p);
+  return s;
+}
+
+}  // namespace cpu
+}  // namespace nc

@@ -1,0 +1,103 @@
+// The CPU tiling driver, shared by every CPU kernel (baseline-compiled files
+// only: it has templates and std::vector).
+//
+// Work layout: the concatenated index space [0, N) is cut into ~64 chunks
+// whose boundaries depend only on N (never on the thread count); threads of
+// the pool (thread_pool.h) take chunks in order. Within a chunk, candidate
+// rows are gathered into tiles of kTileRows rows; each tile is scored by the
+// tier's micro-kernel against one block of kQueryBlock queries at a time (a
+// 24 x 16 block that stays in L1, never B x N) and the block goes to the
+// kernel's epilogue. Every output is the same for any number of threads.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "kernels.h"
+#include "tier.h"
+
+namespace nc {
+namespace cpu {
+
+/// A checked request with the queries packed for the micro-kernels.
+struct Prepared {
+  int64_t batch = 0, dim = 0, bpad = 0, n = 0;
+  std::vector<float> qt;                 // [bpad/16][dim][16]
+  std::vector<int64_t> segStart;         // global start of each segment (+ n at the end)
+  const ScoreRequest* req = nullptr;
+};
+
+void prepare(const ScoreRequest& req, Prepared& p);
+
+/// Rows per chunk: a function of N only (outputs must not depend on threads).
+int64_t chunkRowsFor(int64_t n);
+
+/// The row chunks of [0, n) and the threads that share them.
+struct RowChunks {
+  int64_t rows = 0, count = 0;  // rows per chunk, chunks
+  int threads = 1;
+};
+RowChunks rowChunks(int64_t n, int requestedThreads);
+
+/// Candidates of every query (the same for all queries).
+int64_t countCandidates(const Prepared& p);
+
+/// Per-thread scratch of the tile loop.
+struct Scratch {
+  std::vector<float> rowbuf;   // kTileRows x dim (converted half rows)
+  std::vector<float> sb;       // kTileRows x kQueryBlock scores
+  std::vector<const float*> rowPtr;
+  std::vector<int32_t> rowIdx, rowGroup;
+  PendingDraws pending{};
+  void init(const Prepared& p);
+};
+
+/// One Scratch per thread.
+std::vector<Scratch> makeScratch(const Prepared& p, int threads);
+
+/// Walks global rows [begin, end) in order, gathers candidate rows (every row
+/// when allRows) into tiles and, per block of kQueryBlock queries, scores the
+/// tile into sc.sb with the micro-kernel and calls onBlock(nrows, qbase).
+template <typename OnBlock>
+void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t begin, int64_t end, Scratch& sc,
+                 OnBlock&& onBlock) {
+  const ScoreRequest& req = *p.req;
+  int64_t nrows = 0;
+  auto flush = [&] {
+    if (nrows == 0) return;
+    for (int64_t qb = 0; qb < p.bpad; qb += kQueryBlock) {
+      mk.gemmBlock(p.qt.data() + qb * p.dim, p.dim, sc.rowPtr.data(), nrows, req.scale, sc.sb.data());
+      // The seam for per-(query, row) exclusions (docs/kernels.md): the one
+      // place every score block passes before any epilogue sees it.
+      onBlock(nrows, qb);
+    }
+    nrows = 0;
+  };
+  size_t seg = static_cast<size_t>(
+      std::upper_bound(p.segStart.begin(), p.segStart.end(), begin) - p.segStart.begin() - 1);
+  for (int64_t j = begin; j < end;) {
+    while (seg + 1 < p.segStart.size() && p.segStart[seg + 1] <= j) ++seg;
+    const Segment& s = req.segments[seg];
+    const int64_t segEnd = std::min(end, p.segStart[seg + 1]);
+    const bool check = !allRows && !req.scoreEmptyRows && s.filled != nullptr;
+    const size_t esize = dtypeBytes(s.storage);
+    for (; j < segEnd; ++j) {
+      const int64_t local = j - p.segStart[seg];
+      if (check && s.filled[local] == 0) continue;
+      const char* src = static_cast<const char*>(s.data) + local * p.dim * esize;
+      if (s.storage == DType::Float32) {
+        sc.rowPtr[nrows] = reinterpret_cast<const float*>(src);
+      } else {
+        float* dst = sc.rowbuf.data() + nrows * p.dim;
+        mk.convertRow(src, static_cast<int32_t>(s.storage), p.dim, dst);
+        sc.rowPtr[nrows] = dst;
+      }
+      sc.rowIdx[nrows] = static_cast<int32_t>(j);
+      if (++nrows == kTileRows) flush();
+    }
+  }
+  flush();
+}
+
+}  // namespace cpu
+}  // namespace nc

@@ -1,0 +1,52 @@
+// scoreMatrix on the CPU: the plain B x N scores (slow paths, tests).
+#include <memory>
+#include <vector>
+
+#include "cpu_backend.h"
+#include "driver.h"
+#include "thread_pool.h"
+
+namespace nc {
+namespace cpu {
+
+namespace {
+
+struct MatrixJob {
+  const Prepared* p;
+  Tier tier;
+  RowChunks chunks;
+  float* out;
+  std::vector<Scratch> scratch;
+};
+
+void matrixChunk(void* ctx, int64_t c, int slot) {
+  MatrixJob& job = *static_cast<MatrixJob*>(ctx);
+  const Prepared& p = *job.p;
+  Scratch& sc = job.scratch[slot];
+  const int64_t begin = c * job.chunks.rows, end = std::min(p.n, begin + job.chunks.rows);
+  forEachTile(p, *job.tier.kernel, true, begin, end, sc, [&](int64_t nrows, int64_t qb) {
+    const int64_t qn = std::min(kQueryBlock, p.batch - qb);
+    for (int64_t r = 0; r < nrows; ++r) {
+      const int64_t j = sc.rowIdx[r];
+      for (int64_t i = 0; i < qn; ++i) job.out[(qb + i) * p.n + j] = sc.sb[r * kQueryBlock + i];
+    }
+  });
+}
+
+}  // namespace
+
+void CpuBackend::runScoreMatrix(const ScoreRequest& req, float* out) const {
+  Prepared p;
+  prepare(req, p);
+  if (p.batch == 0 || p.n == 0) return;
+  auto job = std::make_unique<MatrixJob>();
+  job->p = &p;
+  job->tier = currentTier();
+  job->out = out;
+  job->chunks = rowChunks(p.n, req.threads);
+  job->scratch = makeScratch(p, job->chunks.threads);
+  runChunks(job->chunks.threads, job->chunks.count, matrixChunk, job.get());
+}
+
+}  // namespace cpu
+}  // namespace nc
