@@ -20,3 +20,4 @@ export { IsInCacheFilterFn } from './filter';
 export { NegativeCacheError } from './errors';
 export { availableBackends } from './backends';
 export type { BackendName, StorageDType, FeatureDType } from './backend';
+export * from './distributed';     // initDistributed, Communicator (MPI, optional)

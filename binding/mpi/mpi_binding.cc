@@ -280,7 +280,7 @@ void CheckHeaders(Napi::Env env, const std::vector<Header>& all) {
     Fail(env, "ERR_DISTRIBUTED_PEER_EXIT", msg, exited);
   }
   const bool countsAgree = me.op == kAllreduce || me.op == kBcast;
-  bool same = true, sameButSignature = true;
+  bool same = true, sameCall = true, sameButSignature = true;
   for (int p = 0; p < g.size; p++) {
     const Header& h = all[p];
     if (h.seq != me.seq) {
@@ -289,6 +289,7 @@ void CheckHeaders(Napi::Env env, const std::vector<Header>& all) {
     }
     const bool core = h.op == me.op && h.dtype == me.dtype && h.arg == me.arg && Label(h) == Label(me) &&
                       (!countsAgree || h.count == me.count);
+    if (h.op != me.op || Label(h) != Label(me)) sameCall = false;
     if (!core) sameButSignature = false;
     if (!core || h.signature != me.signature) same = false;
   }
@@ -317,9 +318,11 @@ void CheckHeaders(Napi::Env env, const std::vector<Header>& all) {
     }
     msg += (i ? "; " : "") + RankList(who[i]) + " called " + calls[i];
   }
-  // Not a failure of the communicator: every rank throws the same error and stays in step.
+  // Not a failure of the communicator: every rank throws the same error and
+  // stays in step. sameCall: every rank is in the same JS method, so all may
+  // follow up with a collective that explains the difference.
   Napi::Error e = MakeError(env, "ERR_DISTRIBUTED_MISMATCH", msg);
-  e.Set("signatureOnly", Napi::Boolean::New(env, sameButSignature));
+  e.Set("sameCall", Napi::Boolean::New(env, sameCall));
   throw e;
 }
 
@@ -722,20 +725,26 @@ std::vector<int> ExitHandshake(int exitCode, const std::string& why, Clock::time
   std::_Exit(exitCode != 0 ? exitCode : 1);
 }
 
-// finalize(exitCode, timeoutMs, reason): the process is exiting.
+// finalize(exitCode, timeoutMs, reason, uncaughtText): the process is exiting.
 Napi::Value Finalize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!g.initialized || g.finalized || g.owner != static_cast<napi_env>(env)) return env.Undefined();
   const int exitCode = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1;
   const double timeoutMs = GetTimeout(env, info[1]);
   const std::string why = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+  const std::string uncaught = info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
   g.finalized = true;
+  // Node prints an uncaught error after the 'exit' handlers, which MPI_Abort would skip.
+  auto abortJob = [&](const std::string& reason) {
+    if (!uncaught.empty()) std::fprintf(stderr, "%s\n", uncaught.c_str());
+    AbortJob(exitCode, reason);
+  };
   if (!g.ownsMpi) return env.Undefined();  // whoever initialized MPI finalizes it
-  if (g.abandoned) AbortJob(exitCode, "an MPI operation was abandoned (" + g.failMessage + ")");
+  if (g.abandoned) abortJob("exiting with an MPI operation abandoned after " + g.failCode);
   if (g.size > 1) {
     const std::vector<int> stayed = ExitHandshake(exitCode, why, DeadlineAfter(timeoutMs));
     if (!stayed.empty()) {
-      AbortJob(exitCode, stayed[0] < 0 ? "the exit messages were not delivered within " +
+      abortJob(stayed[0] < 0 ? "the exit messages were not delivered within " +
                                               std::to_string(static_cast<int64_t>(timeoutMs)) + " ms"
                                         : RankList(stayed) + " did not reach the end within " +
                                               std::to_string(static_cast<int64_t>(timeoutMs)) + " ms of this rank's exit");

@@ -1,0 +1,3 @@
+/** Beyond one process: the communicator over MPI (optional part of the build; docs/distributed.md). */
+export { initDistributed } from './communicator';
+export type { Communicator, DistributedOptions, Gathered, CollectiveArray, ReducibleArray, ReduceOp } from './communicator';
