@@ -151,6 +151,18 @@ if (skipWhy && process.env.NEGATIVE_CACHE_REQUIRE_MPI === '1') {
       });
     }
 
+    it('data-parallel SGD (examples/distributed/linear.js, -np 2) equals one process on the global batch', async () => {
+      const r = await run(['mpirun', '--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath,
+        path.join(root, 'examples', 'distributed', 'linear.js'), '--check']);
+      assert.strictEqual(r.code, 0, r.out);
+      assert.deepStrictEqual(r.results.map((x) => x.rank).sort(), [0, 1], r.out);
+      for (const x of r.results) {
+        assert.strictEqual(x.sameOnAllRanks, true);
+        assert.ok(x.maxDiffFromOneProcess <= 1e-5, `differs from one process by ${x.maxDiffFromOneProcess}`);
+        [1, -2, 0.5, 3].forEach((want, i) => assert.ok(Math.abs(x.w[i] - want) < 1e-3, `w[${i}] = ${x.w[i]}`));
+      }
+    });
+
     it('runs as a singleton without mpirun (rank 0 of 1)', async () => {
       const r = await singleton('collectives');
       assertAllOk(r, 1);
