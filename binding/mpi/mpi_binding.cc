@@ -56,6 +56,7 @@ struct Header {
   uint64_t signature;   // caller-defined layout hash; must agree
   char label[kLabelBytes];  // the JS method ('allReduceMean'), or the exit reason
 };
+static_assert(sizeof(Header) == 112, "docs/distributed.md gives the header size");
 
 struct State {
   napi_env owner = nullptr;  // MPI is per process: only the env that initialized it may use it
