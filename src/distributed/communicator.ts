@@ -7,7 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { isMainThread } from 'worker_threads';
-import { NegativeCacheError, describe, rangeError, typeError } from '../errors';
+import { NegativeCacheError, describe, rangeError, typeError, typeErrorText } from '../errors';
 import { loadMpiAddon, type MpiAddon, type MpiArray } from './addon';
 
 export type CollectiveArray = MpiArray;
@@ -57,11 +57,6 @@ export interface Communicator {
 
 const DEFAULT_TIMEOUT_MS = 60000;
 const REDUCE_CODES: Record<ReduceOp, number> = { sum: 0, max: 1, min: 2 };
-
-/** TypeError whose actual part is already text. */
-function typeErrorText(name: string, expected: string, actualText: string): TypeError {
-  return new TypeError(`negative-cache: ${name} must be ${expected}; got ${actualText}`);
-}
 
 function isPlainRecord(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v) && !ArrayBuffer.isView(v);
