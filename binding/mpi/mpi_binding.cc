@@ -760,17 +760,6 @@ Napi::Value Finalize(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// abort(exitCode, reason): ends the whole MPI job now.
-Napi::Value Abort(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const int exitCode = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1;
-  const std::string why = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "abort() was called";
-  if (!g.initialized || g.finalized || g.owner != static_cast<napi_env>(env)) {
-    throw MakeError(env, "ERR_NO_MPI", "MPI is not running in this thread");
-  }
-  AbortJob(exitCode, why);
-}
-
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("init", Napi::Function::New(env, Init));
   exports.Set("barrier", Napi::Function::New(env, Barrier));
@@ -779,7 +768,6 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("allgatherv", Napi::Function::New(env, Allgatherv));
   exports.Set("alltoallv", Napi::Function::New(env, Alltoallv));
   exports.Set("finalize", Napi::Function::New(env, Finalize));
-  exports.Set("abort", Napi::Function::New(env, Abort));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   return exports;
 }

@@ -28,7 +28,6 @@ export interface MpiAddon {
   allgatherv<T extends MpiArray>(label: string, values: T, timeoutMs: number, signature?: bigint): { data: T; counts: Int32Array };
   alltoallv<T extends MpiArray>(label: string, values: T, sendCounts: Int32Array, timeoutMs: number, signature?: bigint): { data: T; counts: Int32Array };
   finalize(exitCode: number, timeoutMs: number, reason: string, uncaught: string): void;
-  abort(exitCode: number, reason: string): never;
 }
 
 const packageRoot = path.resolve(__dirname, '..', '..');
