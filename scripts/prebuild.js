@@ -36,7 +36,7 @@ function runPrebuildify(opts, staging) {
   const prebuildify = require('prebuildify');
   // prebuildify hands process.env (plus its PREBUILD_* settings) to the build step.
   if (!opts.cuda) {
-    process.env.NEGATIVE_CACHE_CMAKE_ARGS = `-DNEGCACHE_CUDA=OFF ${process.env.NEGATIVE_CACHE_CMAKE_ARGS || ''}`.trim();
+    process.env.NEGATIVE_CACHE_CMAKE_ARGS = `-DNEGCACHE_CUDA=OFF -DNEGCACHE_MPI=OFF ${process.env.NEGATIVE_CACHE_CMAKE_ARGS || ''}`.trim();
   }
   return new Promise((resolve, reject) => {
     prebuildify({
