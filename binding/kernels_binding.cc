@@ -6,6 +6,8 @@
 // JS-allocated typed arrays written in place.
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 #include <string>
 
 #include "args.h"
@@ -81,15 +83,57 @@ Napi::Value CpuFeatures(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const nc::cpu::Features f = nc::cpu::detectedFeatures();
   Napi::Object o = Napi::Object::New(env);
-  o.Set("avx2", Napi::Boolean::New(env, f.avx2));
-  o.Set("fma", Napi::Boolean::New(env, f.fma));
-  o.Set("f16c", Napi::Boolean::New(env, f.f16c));
+  const std::pair<const char*, bool> flags[] = {
+      {"avx2", f.avx2}, {"fma", f.fma}, {"f16c", f.f16c}, {"avx512f", f.avx512f}, {"avx512bw", f.avx512bw},
+      {"avx512vl", f.avx512vl}, {"avx512dq", f.avx512dq}, {"avx512bf16", f.avx512bf16}, {"amxTile", f.amxTile},
+      {"amxBf16", f.amxBf16}};
+  for (const auto& kv : flags) o.Set(kv.first, Napi::Boolean::New(env, kv.second));
   o.Set("usingAvx2", Napi::Boolean::New(env, nc::cpu::usingAvx2()));
+  o.Set("tier", Napi::String::New(env, nc::cpu::tierName()));
+  const std::vector<std::string> usable = nc::cpu::usableTiers();
+  Napi::Array tiers = Napi::Array::New(env, usable.size());
+  for (size_t i = 0; i < usable.size(); ++i) tiers.Set(static_cast<uint32_t>(i), Napi::String::New(env, usable[i]));
+  o.Set("usableTiers", tiers);
+  const std::string cap = nc::cpu::isaCap(), bad = nc::cpu::invalidIsaEnv();
+  o.Set("isaCap", cap.empty() ? env.Null() : Napi::String::New(env, cap));
+  o.Set("invalidIsaEnv", bad.empty() ? env.Null() : Napi::String::New(env, bad));
   return o;
 }
 
 void SetForceBaseline(const Napi::CallbackInfo& info) {
   nc::cpu::setForceBaseline(GetBool(info.Env(), info[0], "force"));
+}
+
+std::string CapNamesList() {
+  std::string s;
+  for (const std::string& n : nc::cpu::isaCapNames()) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+/// setIsaCap(name | null): caps the tier (null = no cap).
+void SetIsaCap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info[0].IsNull() || info[0].IsUndefined()) {
+    nc::cpu::setIsaCap("");
+    return;
+  }
+  if (!info[0].IsString()) ThrowType(env, "isa", "a string (" + CapNamesList() + ") or null", info[0]);
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  if (name.empty() || !nc::cpu::setIsaCap(name)) ThrowRange(env, "isa", "one of " + CapNamesList(), "'" + name + "'");
+}
+
+/// measurePeak(tier, threads, seconds): GFLOP/s of the tier's multiply-add
+/// probe, or -1 when that tier cannot run here.
+Napi::Value MeasurePeak(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) ThrowType(env, "tier", "a string", info[0]);
+  const std::string tier = info[0].As<Napi::String>().Utf8Value();
+  const int threads = static_cast<int>(GetInteger(env, info[1], "threads", 0, 256));
+  const double seconds = GetFinite(env, info[2], "seconds");
+  if (!(seconds > 0 && seconds <= 10)) ThrowRange(env, "seconds", "in (0, 10]", std::to_string(seconds));
+  double g = -1;
+  Guard(env, [&] { g = nc::cpu::measurePeakGflops(tier, threads, seconds); });
+  return Napi::Number::New(env, g);
 }
 
 }  // namespace
@@ -106,6 +150,8 @@ void InitCpu(Napi::Env env, Napi::Object exports) {
   exports.Set("sampleCandidates", Napi::Function::New<SampleCandidates>(env, "sampleCandidates"));
   exports.Set("cpuFeatures", Napi::Function::New<CpuFeatures>(env, "cpuFeatures"));
   exports.Set("setForceBaseline", Napi::Function::New<SetForceBaseline>(env, "setForceBaseline"));
+  exports.Set("setIsaCap", Napi::Function::New<SetIsaCap>(env, "setIsaCap"));
+  exports.Set("measurePeak", Napi::Function::New<MeasurePeak>(env, "measurePeak"));
 }
 
 }  // namespace ncb

@@ -70,6 +70,10 @@ struct MicroKernel {
   /// block of the query pack, [dim][16].
   void (*gemmBlock)(const float* qblk, int64_t dim, const float* const* rows, int64_t nrows, float scale,
                     float* sb);
+  /// The tier's peak probe: `iters` rounds of independent multiply-adds in
+  /// the tier's widest float32 unit, returning the floating-point operations
+  /// done (bench: the machine's own peak per tier). Null = no probe.
+  double (*peakLoop)(int64_t iters);
 };
 
 /// The epilogues of a tier (lse + draws; group max).

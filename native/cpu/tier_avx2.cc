@@ -435,7 +435,26 @@ void noiseBlocks8Avx2(const NoiseKey* key, const uint32_t* rows, const uint32_t*
     for (int i = 0; i < 4; ++i) words[4 * l + i] = lanes[i][l];
 }
 
-const MicroKernel kAvx2Kernel = {convertRowAvx2, gemmBlockAvx2};
+// 12 independent FMA chains: enough to cover the latency of two FMA ports.
+double peakLoopAvx2(int64_t iters) {
+  constexpr int kChains = 12;
+  __m256 acc[kChains];
+  for (int k = 0; k < kChains; ++k) acc[k] = _mm256_set1_ps(1.0f + 0.001f * static_cast<float>(k));
+  const __m256 m = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int k = 0; k < kChains; ++k) acc[k] = _mm256_fmadd_ps(acc[k], m, c);
+    for (int k = 0; k < kChains; ++k) __asm__ volatile("" : "+x"(acc[k]));  // no folding
+  }
+  __m256 sum = acc[0];
+  for (int k = 1; k < kChains; ++k) sum = _mm256_add_ps(sum, acc[k]);
+  alignas(32) float out[8];
+  _mm256_store_ps(out, sum);
+  volatile float sink = out[0];
+  (void)sink;
+  return static_cast<double>(iters) * kChains * 8 * 2;
+}
+
+const MicroKernel kAvx2Kernel = {convertRowAvx2, gemmBlockAvx2, peakLoopAvx2};
 const Epilogue kAvx2Epilogue = {sampleTileAvx2, groupMaxTileAvx2, noiseBlocks8Avx2};
 
 }  // namespace

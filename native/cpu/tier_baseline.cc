@@ -134,7 +134,31 @@ void noiseBlocks8Base(const NoiseKey* key, const uint32_t* rows, const uint32_t*
   }
 }
 
-const MicroKernel kBaselineKernel = {convertRowBase, gemmBlockBase};
+// 12 independent multiply-then-add chains of 4 lanes in SSE2 registers (x86
+// has no FMA at this tier); the empty asm keeps the compiler from folding the
+// loop. Other targets: no probe.
+#if defined(__SSE2__)
+double peakLoopBase(int64_t iters) {
+  constexpr int kChains = 12;
+  __m128 acc[kChains];
+  for (int k = 0; k < kChains; ++k) acc[k] = _mm_set1_ps(1.0f + 0.001f * static_cast<float>(k));
+  const __m128 m = _mm_set1_ps(0.9999999f), c = _mm_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int k = 0; k < kChains; ++k) acc[k] = _mm_add_ps(_mm_mul_ps(acc[k], m), c);
+    for (int k = 0; k < kChains; ++k) __asm__ volatile("" : "+x"(acc[k]));
+  }
+  __m128 sum = acc[0];
+  for (int k = 1; k < kChains; ++k) sum = _mm_add_ps(sum, acc[k]);
+  volatile float sink = _mm_cvtss_f32(sum);
+  (void)sink;
+  return static_cast<double>(iters) * kChains * 4 * 2;
+}
+#define NC_BASE_PEAK peakLoopBase
+#else
+#define NC_BASE_PEAK nullptr
+#endif
+
+const MicroKernel kBaselineKernel = {convertRowBase, gemmBlockBase, NC_BASE_PEAK};
 const Epilogue kBaselineEpilogue = {sampleTileBase, groupMaxTileBase, noiseBlocks8Base};
 
 }  // namespace

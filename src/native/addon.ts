@@ -45,9 +45,25 @@ export interface NativeAddon {
   scoreGroupMax(req: NativeScoreRequest, groups: number, outScores: Float32Array, outRows: Int32Array): void;
   sampleCandidates(scores: Float32Array, batch: number, cols: number, params: NativeSampleParams, threads: number, out: NativeSampleOut): void;
   scoreMatrix(req: NativeScoreRequest, out: Float32Array): void;
-  cpuFeatures(): { avx2: boolean; fma: boolean; f16c: boolean; usingAvx2: boolean };
+  cpuFeatures(): CpuFeatures;
   setForceBaseline(force: boolean): void;
+  /** Caps the CPU tier ('baseline' | 'avx2' | 'avx512' | 'amx'; null = none). */
+  setIsaCap(isa: string | null): void;
+  /** GFLOP/s of a usable tier's multiply-add probe on `threads` threads (0 = all); -1 if it cannot run. */
+  measurePeak(tier: string, threads: number, seconds: number): number;
   cuda: NativeCuda;
+}
+
+/** What the CPU offers and which kernel tier runs (native/cpu/dispatch.h). */
+export interface CpuFeatures {
+  avx2: boolean; fma: boolean; f16c: boolean;
+  avx512f: boolean; avx512bw: boolean; avx512vl: boolean; avx512dq: boolean; avx512bf16: boolean;
+  amxTile: boolean; amxBf16: boolean;
+  usingAvx2: boolean;
+  tier: string;               // the tier the kernels use now
+  usableTiers: string[];      // compiled in and supported here, best first
+  isaCap: string | null;      // NEGATIVE_CACHE_ISA or setIsaCap
+  invalidIsaEnv: string | null;  // NEGATIVE_CACHE_ISA when it named no tier (then ignored)
 }
 
 /** addon.cuda: availability always; the rest only when built with CUDA (binding/cuda_binding.cc). */
@@ -77,6 +93,11 @@ export function loadAddon(): NativeAddon | null {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
     addon = nodeGypBuild(packageRoot) as NativeAddon;
+    const bad = typeof addon.cpuFeatures === 'function' ? addon.cpuFeatures().invalidIsaEnv : null;
+    if (bad !== null && bad !== undefined) {
+      process.emitWarning(`NEGATIVE_CACHE_ISA must be one of baseline, avx2, avx512, amx; got '${bad}' (ignored: the best tier runs)`,
+        { code: 'NEGATIVE_CACHE_ISA' });
+    }
   } catch (e) {
     addon = null;
     loadError = e as Error;
