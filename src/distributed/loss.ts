@@ -424,7 +424,7 @@ export class DistributedCacheClassificationLoss extends CacheClassificationLoss 
     const comm = this.communicator;
     const who = failed.length === 1 ? `rank ${failed[0]}` : `ranks ${failed.join(', ')}`;
     const err = new NegativeCacheError('ERR_DISTRIBUTED_PEER_ERROR',
-      `rank ${comm.rank} of ${comm.size}: DistributedCacheClassificationLoss call ${call}: ${who} failed in ${stage} `
+      `negative-cache: rank ${comm.rank} of ${comm.size}: DistributedCacheClassificationLoss call ${call}: ${who} failed in ${stage} `
       + `(the error is thrown there); nothing changed on any rank`);
     (err as NegativeCacheError & { ranks: number[] }).ranks = failed;
     throw err;
@@ -443,7 +443,7 @@ export class DistributedCacheClassificationLoss extends CacheClassificationLoss 
     if (calls.some((v) => v !== call)) fields.push(`call counter: ${calls.join(', ')}`);
     if (fields.length > 0) {
       throw new NegativeCacheError('ERR_DISTRIBUTED_MISMATCH',
-        `rank ${comm.rank} of ${R}: DistributedCacheClassificationLoss: the ranks disagree (values in rank order): ${fields.join('; ')}`);
+        `negative-cache: rank ${comm.rank} of ${R}: DistributedCacheClassificationLoss: the ranks disagree (values in rank order): ${fields.join('; ')}`);
     }
     const batches = per(1);
     const queryStart: number[] = [];

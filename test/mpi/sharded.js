@@ -61,18 +61,22 @@ function batchAt(r, t) {
   };
 }
 
+function fillShard(manager, cache, s) {
+  const c = shardContent(rank, s);
+  if (c.rows.length > 0) {
+    manager.updateCache(cache, {
+      updatedItemData: { emb: tf.tensor2d(c.emb, [c.rows.length, D]), feat: tf.tensor2d(c.feat, [c.rows.length, D]), id: tf.tensor2d(c.id, [c.rows.length, 1], 'int32') },
+      updatedItemIndices: Int32Array.from(c.rows),
+    });
+  }
+}
+
 function makeShards() {
   const managers = {}, caches = {};
   sourceNames.forEach((name, s) => {
     managers[name] = new nc.CacheManager(specs, shardSize(rank, s), { backend: cfg.backend });
     caches[name] = managers[name].initCache();
-    const c = shardContent(rank, s);
-    if (c.rows.length > 0) {
-      managers[name].updateCache(caches[name], {
-        updatedItemData: { emb: tf.tensor2d(c.emb, [c.rows.length, D]), feat: tf.tensor2d(c.feat, [c.rows.length, D]), id: tf.tensor2d(c.id, [c.rows.length, 1], 'int32') },
-        updatedItemIndices: Int32Array.from(c.rows),
-      });
-    }
+    fillShard(managers[name], caches[name], s);
   });
   return { managers, caches };
 }
@@ -182,6 +186,7 @@ const scenarios = {
     const m = new nc.CacheManager(specs, shardSize(rank, 0), { backend: cfg.backend });
     const loss = new nc.DistributedCacheClassificationLoss({ ...lossOptions({ reducer: 'mean' }), communicator: comm });
     const h = new nc.CacheLossHandler(m, loss, { embeddingKey: 'emb', dataKeys: ['feat', 'id'] });
+    fillShard(m, h.cache, 0);
     const Wv = tf.variable(W.clone());
     comm.broadcastVariables([Wv]);
     const net = (data) => tf.add(tf.matMul(data.feat, Wv), tf.mul(tf.cast(data.id, 'float32'), 0.01));
