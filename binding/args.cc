@@ -159,6 +159,9 @@ nc::SampleParams GetParams(Napi::Env env, const Napi::Value& v) {
   p.numDraws = GetInteger(env, o.Get("numDraws"), "params.numDraws", 1, kMaxInt32);
   p.seed = static_cast<uint64_t>(GetInteger(env, o.Get("seed"), "params.seed", 0, kMaxSafe));
   p.call = static_cast<uint64_t>(GetInteger(env, o.Get("call"), "params.call", 0, kMaxSafe));
+  const Napi::Value ro = o.Get("rowOffset"), co = o.Get("columnOffset");
+  if (!ro.IsUndefined()) p.rowOffset = GetInteger(env, ro, "params.rowOffset", 0, 0xffffffffLL);
+  if (!co.IsUndefined()) p.columnOffset = GetInteger(env, co, "params.columnOffset", 0, kMaxInt32);
   return p;
 }
 

@@ -30,13 +30,20 @@ void checkParams(const SampleParams& sp) {
            "ERR_ARGUMENT", "unknown sample mode");
   NC_CHECK(sp.numDraws >= 1, "ERR_ARGUMENT", "numDraws must be >= 1");
   NC_CHECK(std::isfinite(sp.invTemp), "ERR_ARGUMENT", "invTemp must be finite");
+  NC_CHECK(sp.rowOffset >= 0 && sp.columnOffset >= 0, "ERR_ARGUMENT", "rowOffset and columnOffset must be >= 0");
+}
+
+/// The offset index spaces must fit: noise rows in 32 bits, indices in int32.
+void checkOffsets(const SampleParams& sp, int64_t batch, int64_t n) {
+  NC_CHECK(sp.rowOffset + batch <= 0x100000000LL, "ERR_ARGUMENT", "rowOffset + batch must be <= 2^32");
+  NC_CHECK(sp.columnOffset + n <= 0x7fffffffLL, "ERR_ARGUMENT", "columnOffset + rows must be < 2^31");
 }
 
 }  // namespace
 
 void Backend::scoreAndSample(const ScoreRequest& req, const SampleParams& params, SampleOutput& out) const {
   checkParams(params);
-  checkRequest(req);
+  checkOffsets(params, req.batch, checkRequest(req));
   runScoreAndSample(req, params, out);
 }
 
@@ -52,6 +59,7 @@ void Backend::sampleCandidates(const float* scores, int64_t batch, int64_t cols,
   NC_CHECK(batch >= 0 && cols >= 0, "ERR_ARGUMENT", "batch and cols must be >= 0");
   NC_CHECK(cols <= 0x7fffffffLL, "ERR_ARGUMENT", "cols must be < 2^31");
   NC_CHECK(batch == 0 || cols == 0 || scores != nullptr, "ERR_ARGUMENT", "scores is null");
+  checkOffsets(params, batch, cols);
   runSampleCandidates(scores, batch, cols, params, threads, out);
 }
 

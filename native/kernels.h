@@ -37,6 +37,11 @@ struct SampleParams {
   int64_t numDraws = 1;    // k: Gumbel-top-k (without replacement) or k best
   uint64_t seed = 0;
   uint64_t call = 0;
+  // Shards of one global problem (the distributed loss): query b is noise row
+  // rowOffset + b; local row/column j is global index columnOffset + j, which
+  // is both its noise column and the index returned.
+  int64_t rowOffset = 0;
+  int64_t columnOffset = 0;
 };
 
 /// Host memory.

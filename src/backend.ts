@@ -78,6 +78,10 @@ export interface SampleParams {
   numDraws: number;           // k
   seed: number;               // non-negative safe integer
   call: number;               // call number on the loss object, from 0
+  /** Shards of one global problem: query b is noise row rowOffset + b (default 0). */
+  rowOffset?: number;
+  /** Local row/column j is global index columnOffset + j: its noise column and the index returned (default 0). */
+  columnOffset?: number;
 }
 
 export interface SampleResult {

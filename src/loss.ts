@@ -203,10 +203,8 @@ export class CacheClassificationLoss implements CacheLoss {
 
     // ---- tensors
     const slots = batch * k;
-    const embeddingShape = sources[0].cache.specs[this.embeddingKey].shape;
-    const valid = new Uint8Array(slots);
     let numValid = 0;
-    for (let i = 0; i < slots; i++) if (draws.rows[i] >= 0) { valid[i] = 1; numValid++; }
+    for (let i = 0; i < slots; i++) if (draws.rows[i] >= 0) numValid++;
 
     // Per-source index / mask arrays (plain typed arrays: nothing to dispose).
     const { indices: updatedItemIndices, masks: updatedItemMask } = refreshBySource(sources, draws.rows);
@@ -214,7 +212,36 @@ export class CacheClassificationLoss implements CacheLoss {
     // Gather the drawn rows' data and stored embeddings (compact: valid draws only).
     const gathered = numValid > 0 ? gatherDrawn(sources, draws.rows, numValid, this.dataKeys, this.embeddingKey) : null;
 
-    const result = tf.tidy(() => {
+    const { neg, ...losses } = this._lossFromDraws(names, docNetwork, q, p, draws.rows, draws.lse, gathered,
+      sources[0].cache.specs);
+    const updatedItemData: Record<string, Record<string, tf.Tensor>> = {};
+    for (const s of sources) updatedItemData[s.name] = { [this.embeddingKey]: sources.length === 1 ? neg : tf.clone(neg) };
+    if (sources.length > 1) neg.dispose();
+    const result = { ...losses, updatedItemData };
+    this.callCount = call + 1;
+    return { ...result, updatedItemIndices, updatedItemMask };
+  }
+
+  /**
+   * @internal The tensor part of compute(), from the draws (`rows`: B·k
+   * global rows, -1 = none; `lse`: per query) and the drawn rows' data
+   * (compact: valid draws in slot order) and stored embeddings (every slot):
+   * the three losses and `neg`, the re-embedded negatives [B·k, ...embedding
+   * shape] (zeros where nothing was drawn).
+   */
+  _lossFromDraws(names: LossArgNames, docNetwork: DocNetwork, q: tf.Tensor2D, p: tf.Tensor2D, rows: Int32Array,
+                 lse: Float32Array, gathered: { data: Record<string, Float32Array | Int32Array>; embeddings: Float32Array } | null,
+                 specs: NegativeCache['specs']):
+      { trainingLoss: tf.Tensor; interpretableLoss: tf.Tensor; staleness: tf.Tensor; neg: tf.Tensor } {
+    const [batch, dim] = q.shape;
+    const k = this.numNegatives;
+    const slots = batch * k;
+    const embeddingShape = specs[this.embeddingKey].shape;
+    const valid = new Uint8Array(slots);
+    let numValid = 0;
+    for (let i = 0; i < slots; i++) if (rows[i] >= 0) { valid[i] = 1; numValid++; }
+    const draws = { lse };
+    return tf.tidy(() => {
       const sPos = transformScores(this.scoreTransform, tf.sum(tf.mul(q, p), 1), 's_pos');
       const sPosValues = sPos.dataSync();
       const badPos = firstNonFinite(sPosValues);
@@ -231,21 +258,18 @@ export class CacheClassificationLoss implements CacheLoss {
         pPos[b] = Math.exp(a - lae);
         interp[b] = lae - a;
       }
-      const out: { [name: string]: Record<string, tf.Tensor> } = {};
       if (gathered === null) {
-        const zeros = tf.zeros([slots, ...embeddingShape]);
-        for (const s of sources) out[s.name] = { [this.embeddingKey]: sources.length === 1 ? zeros : tf.clone(zeros) };
         return {
           trainingLoss: this.reduce(tf.mul(sPos, 0), 'trainingLoss'),
           interpretableLoss: this.reduce(tf.zeros([batch]), 'interpretableLoss'),
           staleness: this.reduce(tf.zeros([batch]), 'staleness'),
-          updatedItemData: out,
+          neg: tf.zeros([slots, ...embeddingShape]),
         };
       }
 
       const data: Record<string, tf.Tensor> = {};
       for (const key of this.dataKeys) {
-        const spec = sources[0].cache.specs[key];
+        const spec = specs[key];
         data[key] = tf.tensor(gathered.data[key], [numValid, ...spec.shape], spec.dtype === 'int32' ? 'int32' : 'float32');
       }
       const negRaw = docNetwork(data);
@@ -292,16 +316,13 @@ export class CacheClassificationLoss implements CacheLoss {
       const staleness = meanOverDraws(ratio);
 
       const negOut = embeddingShape.length === 1 ? neg : tf.reshape(neg, [slots, ...embeddingShape]);
-      for (const s of sources) out[s.name] = { [this.embeddingKey]: sources.length === 1 ? negOut : tf.clone(negOut) };
       return {
         trainingLoss: this.reduce(training, 'trainingLoss'),
         interpretableLoss: this.reduce(tf.tensor1d(interp), 'interpretableLoss'),
         staleness: this.reduce(staleness, 'staleness'),
-        updatedItemData: out,
+        neg: negOut,
       };
     });
-    this.callCount = call + 1;
-    return { ...result, updatedItemIndices, updatedItemMask };
   }
 
   private reduce(x: tf.Tensor, what: string): tf.Tensor {

@@ -163,6 +163,50 @@ if (skipWhy && process.env.NEGATIVE_CACHE_REQUIRE_MPI === '1') {
       }
     });
 
+    // DistributedCacheClassificationLoss (test/mpi/sharded.js): rank 0 recomputes every step in one process over the
+    // concatenated shards and batches and compares query by query, and the refreshed rows.
+    const sharded = (np, scenario, cfg) => run(['mpirun', '--allow-run-as-root', '--oversubscribe', '-np', String(np), process.execPath,
+      path.join(__dirname, 'mpi', 'sharded.js'), scenario, JSON.stringify(cfg)]);
+    const shardedCases = [
+      [2, {}], [3, { numNegatives: 3, sources: 2 }], [2, { topK: 7, numNegatives: 2 }], [3, { topK: 5, sources: 2, transform: 'function' }],
+      [3, { transform: 'function', numNegatives: 2, scoreEmptyRows: true }], [2, { retrieval: 'max', numNegatives: 2, sources: 2 }],
+      [3, { backend: 'native', numNegatives: 2, sources: 2 }], [2, { backend: 'native', topK: 6 }],
+    ];
+    for (const [np, cfg] of shardedCases) {
+      it(`the sharded loss equals one process over the concatenation (-np ${np}, ${JSON.stringify(cfg)})`, async () => {
+        const r = await sharded(np, 'exact', cfg);
+        assertAllOk(r, np);
+        const r0 = r.results.find((x) => x.rank === 0);
+        assert.ok(r0.compared >= 3 * 3 * 9, r.out);
+        assert.ok(r0.refreshedRows > 0, r.out);
+      });
+    }
+
+    it('CacheLossHandler with the sharded loss trains data-parallel and refreshes across ranks (-np 2)', async () => {
+      const r = await sharded(2, 'handler', { backend: 'native', numNegatives: 2 });
+      assertAllOk(r, 2);
+      assert.ok(r.results.every((x) => x.totalRefreshed > 0 && x.gradNorm > 0), r.out);
+    });
+
+    it('the sharded loss: mismatched configurations and one rank\'s errors fail every rank coherently (-np 3)', async () => {
+      const r = await sharded(3, 'mismatch', {});
+      assertAllOk(r, 3);
+      for (const x of r.results) {
+        assert.ok(x.seed.includes('field "seed": ranks 0, 1: 1234567, rank 2: 99'), x.seed);
+        assert.ok(x.numNegatives.includes('field "numNegatives": ranks 0, 2: 1, rank 1: 2'), x.numNegatives);
+        assert.ok(x.dim.includes('dimension: 8, 9, 8'), x.dim);
+      }
+    });
+
+    it('the sharded loss: a rank that exits makes the others fail with ERR_DISTRIBUTED_PEER_EXIT (-np 3)', async () => {
+      const r = await sharded(3, 'die', {});
+      assert.ok(!r.killed, `mpirun did not end by itself:\n${r.out}`);
+      assert.notStrictEqual(r.code, 0, r.out);
+      assert.deepStrictEqual(r.results.map((x) => x.rank).sort(), [0, 1], r.out);
+      for (const x of r.results) assert.ok(x.ok && x.message.includes('rank 2 is exiting (exit code 3)'), x.message);
+      assert.ok(r.ms < 20000, `took ${r.ms} ms`);
+    });
+
     it('runs as a singleton without mpirun (rank 0 of 1)', async () => {
       const r = await singleton('collectives');
       assertAllOk(r, 1);

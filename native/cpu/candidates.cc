@@ -23,6 +23,7 @@ struct CandidatesJob {
   SampleParams params;
   SampleOutput* out;
   std::vector<KBestBuffer> topk;  // per slot, 1 query each
+  std::vector<int32_t> colIndex;  // columnOffset + c (empty when columnOffset is 0)
 };
 
 inline bool isCandidate(float s) { return s != -kInfF && !std::isnan(s); }
@@ -49,8 +50,8 @@ void candidatesChunk(void* ctx, int64_t c, int slot) {
     job.out->lse[b] = cands > 0 ? static_cast<float>(M + std::log(sum)) : -kInfF;
     list.clear();
     if (job.params.mode != SampleMode::None && cands > 0) {
-      const ScoreBlock blk{s, 1, job.cols, job.cols, 1, nullptr, true};
-      offerScores(&list.view, blk, 0, static_cast<uint32_t>(b), static_cast<int32_t>(job.params.mode),
+      const ScoreBlock blk{s, 1, job.cols, job.cols, 1, job.colIndex.empty() ? nullptr : job.colIndex.data(), true};
+      offerScores(&list.view, blk, 0, static_cast<uint32_t>(b + job.params.rowOffset), static_cast<int32_t>(job.params.mode),
                   job.params.invTemp, key);
     }
     writeDraws(list.view, 0, job.out->indices + b * k, job.out->scores + b * k);
@@ -68,6 +69,10 @@ void CpuBackend::runSampleCandidates(const float* scores, int64_t batch, int64_t
   job->cols = cols;
   job->params = params;
   job->out = &out;
+  if (params.columnOffset != 0) {
+    job->colIndex.resize(static_cast<size_t>(cols));
+    for (int64_t c = 0; c < cols; ++c) job->colIndex[static_cast<size_t>(c)] = static_cast<int32_t>(params.columnOffset + c);
+  }
   job->rowsPerChunk = std::max<int64_t>(1, std::min<int64_t>(64, (1 << 16) / std::max<int64_t>(cols, 1)));
   const int64_t chunks = (batch + job->rowsPerChunk - 1) / job->rowsPerChunk;
   const int t = static_cast<int>(std::min<int64_t>(resolveThreads(threads), chunks));

@@ -24,6 +24,7 @@ struct Prepared {
   int64_t batch = 0, dim = 0, bpad = 0, n = 0;
   std::vector<float> qt;                 // [bpad/16][dim][16]
   std::vector<int64_t> segStart;         // global start of each segment (+ n at the end)
+  int64_t indexBase = 0;                 // added to the rows' indices (SampleParams::columnOffset)
   const ScoreRequest* req = nullptr;
 };
 
@@ -92,7 +93,7 @@ void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t
         mk.convertRow(src, static_cast<int32_t>(s.storage), p.dim, dst);
         sc.rowPtr[nrows] = dst;
       }
-      sc.rowIdx[nrows] = static_cast<int32_t>(j);
+      sc.rowIdx[nrows] = static_cast<int32_t>(j + p.indexBase);
       if (++nrows == kTileRows) flush();
     }
   }

@@ -42,6 +42,7 @@ void sampleChunk(void* ctx, int64_t c, int slot) {
   t.invTemp = static_cast<float>(job.params.invTemp);
   t.invTempD = job.params.invTemp;
   t.key = noiseKey(job.params.seed, job.params.call);
+  t.noiseRow0 = static_cast<uint32_t>(job.params.rowOffset);
   t.topk = job.topk.empty() ? nullptr : &job.topk[slot].view;
   const int64_t begin = c * job.chunks.rows, end = std::min(p.n, begin + job.chunks.rows);
   t.pending = &sc.pending;
@@ -83,6 +84,7 @@ void CpuBackend::runScoreAndSample(const ScoreRequest& req, const SampleParams& 
   Prepared p;
   prepare(req, p);
   if (p.batch == 0) return;
+  p.indexBase = params.columnOffset;
   const int64_t k = params.numDraws;
   const int64_t cands = countCandidates(p);
   if (out.candidates)

@@ -41,6 +41,7 @@ struct SampleTile {
   int64_t nrows;
   int64_t qbase, qcount;  // global index of the block's first query; valid queries (<= 16)
   const int32_t* rowIdx;  // global index (noise column) of each tile row
+  uint32_t noiseRow0;     // noise row of query 0 (SampleParams::rowOffset)
   int32_t mode;           // 0 Gumbel, 1 MaxScore, 2 none (lse only)
   float invTemp;
   double invTempD;

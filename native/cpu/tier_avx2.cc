@@ -248,7 +248,7 @@ void flushPending(const SampleTile* t, const RoundKeys& rk, PendingDraws& pd) {
   const __m256i jv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.j));
   const __m256i bv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.b));
   __m256i words[4];
-  philox8v(_mm256_srli_epi32(jv, 2), bv, rk, words);
+  philox8v(_mm256_srli_epi32(jv, 2), _mm256_add_epi32(bv, _mm256_set1_epi32(static_cast<int>(t->noiseRow0))), rk, words);
   const __m256 bit0 = _mm256_castsi256_ps(_mm256_slli_epi32(jv, 31));
   const __m256 bit1 = _mm256_castsi256_ps(_mm256_slli_epi32(jv, 30));
   const __m256 w01 = _mm256_blendv_ps(_mm256_castsi256_ps(words[0]), _mm256_castsi256_ps(words[1]), bit0);
@@ -381,7 +381,7 @@ void sampleTileAvx2(const SampleTile* t) {
         continue;
       }
       if (!sameBlock) {
-        philox8(j >> 2, static_cast<uint32_t>(b0), rk, words);
+        philox8(j >> 2, static_cast<uint32_t>(b0) + t->noiseRow0, rk, words);
         lastBlock = j >> 2;
         haveBlock = true;
       }

@@ -108,7 +108,7 @@ void sampleTileBase(const SampleTile* t) {
   }
   if (t->mode == 2) return;
   const ScoreBlock blk{t->sb, t->qcount, 1, nrows, kQueryBlock, t->rowIdx, false};
-  offerScores(t->topk, blk, t->qbase, static_cast<uint32_t>(t->qbase), t->mode, t->invTempD, t->key);
+  offerScores(t->topk, blk, t->qbase, static_cast<uint32_t>(t->qbase) + t->noiseRow0, t->mode, t->invTempD, t->key);
 }
 
 void groupMaxTileBase(const GroupTile* t) {

@@ -72,6 +72,8 @@ struct TileParams {
   double invTemp;
   int64_t k;                      // list capacity (0: no draws)
   NoiseKey key;
+  int64_t indexBase;              // SampleParams::columnOffset: added to sampled indices (noise column)
+  uint32_t noiseRow0;             // SampleParams::rowOffset: noise row of query 0
   Draw* lists;               // [list][k], list = (chunk * 2 + half) * bpad + query
   int32_t* listCount;             // [list]
   float* partMax;                 // [list]
@@ -397,7 +399,7 @@ __global__ void __launch_bounds__(kThreads, 2) scoreTilesKernel(const TileParams
     for (int c = cBegin; c < cEnd; ++c) {
       if (!candidate[c]) continue;
       const float s = p.scale * St[c * kSP + lq];
-      const int64_t j = p.colOffset + n0 + c;
+      const int64_t j = p.indexBase + p.colOffset + n0 + c;
       ++cand;
       if (s > lseMax) {
         lseSum = (lseMax == -INFINITY ? 0.0f : lseSum * __expf(lseMax - s)) + 1.0f;
@@ -419,7 +421,7 @@ __global__ void __launch_bounds__(kThreads, 2) scoreTilesKernel(const TileParams
       if (full && v + kGumbelMax + slack < thrF) continue;
       if ((j >> 2) != noiseGroup) {
         noiseGroup = j >> 2;
-        words = noiseBlock(p.key, static_cast<uint32_t>(q), static_cast<uint32_t>(noiseGroup));
+        words = noiseBlock(p.key, static_cast<uint32_t>(q) + p.noiseRow0, static_cast<uint32_t>(noiseGroup));
       }
       const int lane = static_cast<int>(j & 3);
       // Constant indices keep `words` in registers.
@@ -740,6 +742,8 @@ void CudaBackend::runScoreAndSample(const ScoreRequest& req, const SampleParams&
   p.invTempF = static_cast<float>(params.invTemp);
   p.k = k;
   p.key = noiseKey(params.seed, params.call);
+  p.indexBase = params.columnOffset;
+  p.noiseRow0 = static_cast<uint32_t>(params.rowOffset);
   ws.listCount.reserve(std::max<size_t>(lists, 1));
   ws.partCount.reserve(std::max<size_t>(lists, 1));
   ws.partMax.reserve(std::max<size_t>(lists, 1));

@@ -5,12 +5,13 @@
  *   S[b, j]   = fround(scale * (q_b . e_j))      dot product in float64 from the
  *                                                stored (decoded) float32 values
  *   lse[b]    = logsumexp_j S[b, j] over candidates, float64, stored as float32
- *   perturbed = invTemp * S[b, j] + gumbel(seed, call, b, col)   float64
+ *   perturbed = invTemp * S[b, j] + gumbel(seed, call, rowOffset + b, columnOffset + col)   float64
  *   draws     = the k largest perturbed scores (ties -> smaller column), in
  *               decreasing order; 'max' mode ranks by S instead.
  *
  * `col` is the global row in the concatenated index space (scoreAndSample) or
- * the matrix column (sampleCandidates). Rows are streamed tile by tile; no
+ * the matrix column (sampleCandidates); the indices returned are
+ * columnOffset + col (both offsets 0 unless given: a shard of a global problem). Rows are streamed tile by tile; no
  * batch x N matrix is built except by scoreMatrix.
  */
 import type {
@@ -152,8 +153,12 @@ class Sampler {
   private readonly gumbel: boolean;
   private readonly invTemp: number;
   private readonly noise: GumbelNoise;
+  private readonly rowOffset: number;
+  private readonly columnOffset: number;
 
   constructor(batch: number, params: SampleParams) {
+    this.rowOffset = params.rowOffset ?? 0;
+    this.columnOffset = params.columnOffset ?? 0;
     this.best = new TopKLists(batch, params.mode === 'none' ? 0 : params.numDraws);
     this.gumbel = params.mode === 'gumbel';
     this.invTemp = params.invTemp;
@@ -164,7 +169,8 @@ class Sampler {
   }
 
   /** Offers candidate `col` with score s (float32 value) to row b. */
-  offer(b: number, col: number, s: number): void {
+  offer(b: number, localCol: number, s: number): void {
+    const col = this.columnOffset + localCol;
     this.candidates[b]++;
     // Online logsumexp; -inf adds nothing, NaN and +inf poison it on purpose.
     if (s > this.lseMax[b]) {
@@ -181,7 +187,7 @@ class Sampler {
     const a = this.invTemp * s;
     // The noise is computed only where it could matter: noise <= GUMBEL_MAX.
     if (!(a + GUMBEL_MAX > this.best.threshold[b])) return;
-    this.best.offer(b, a + this.noise.at(b, col), col, s);
+    this.best.offer(b, a + this.noise.at(this.rowOffset + b, col), col, s);
   }
 
   result(batch: number, k: number): SampleResult {

@@ -35,7 +35,10 @@ export interface NativeScoreRequest {
   segments: Array<{ store: NativeStoreHandle; column: number }>;
   scale: number; scoreEmptyRows: boolean; threads: number;
 }
-export interface NativeSampleParams { mode: number /* 0 gumbel, 1 max, 2 none */; invTemp: number; numDraws: number; seed: number; call: number }
+export interface NativeSampleParams {
+  mode: number /* 0 gumbel, 1 max, 2 none */; invTemp: number; numDraws: number; seed: number; call: number;
+  rowOffset?: number; columnOffset?: number;
+}
 export interface NativeSampleOut { indices: Int32Array; scores: Float32Array; lse: Float32Array; candidates: Int32Array }
 
 export interface NativeAddon {

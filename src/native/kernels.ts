@@ -43,7 +43,10 @@ function toNativeRequest(req: ScoreRequest, kind: BackendName, storeLabel: strin
 function toNativeParams(p: SampleParams): NativeSampleParams {
   const mode = MODE_CODE[p.mode];
   if (mode === undefined) throw typeError('params.mode', "'gumbel', 'max' or 'none'", p.mode);
-  return { mode, invTemp: p.invTemp, numDraws: p.numDraws, seed: p.seed, call: p.call };
+  const out: NativeSampleParams = { mode, invTemp: p.invTemp, numDraws: p.numDraws, seed: p.seed, call: p.call };
+  if (p.rowOffset !== undefined) out.rowOffset = p.rowOffset;
+  if (p.columnOffset !== undefined) out.columnOffset = p.columnOffset;
+  return out;
 }
 
 function totalRows(req: ScoreRequest): number {
