@@ -21,7 +21,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { NegativeCache } from './cache';
 import type { BatchLike, CacheManager, PackedRows } from './cache_manager';
 import { isTensor, toRows } from './convert';
-import { describe, knownKeys, rangeError, rejectUnknownKeys, typeError } from './errors';
+import { describe, knownKeys, rangeError, rejectUnknownKeys, typeError, typeErrorText } from './errors';
 import { IsInCacheFilterFn } from './filter';
 import type { Exclusions } from './draw';
 import { CacheClassificationLoss, type CacheLoss, type CacheLossReturn, type DocNetwork, type LossArgNames } from './loss';
@@ -167,10 +167,10 @@ function accidentalHitKeys(v: unknown, dataKeys: string[]): string[] | null {
   if (v.length === 0) throw typeError(name, `true, false or a non-empty array of ${known}`, v);
   for (const k of v) {
     if (typeof k !== 'string' || !dataKeys.includes(k)) {
-      throw typeError(name, `an array of ${known}`, `an array with ${typeof k === 'string' ? JSON.stringify(k) : describe(k)}`);
+      throw typeErrorText(name, `an array of ${known}`, `an array with ${typeof k === 'string' ? JSON.stringify(k) : describe(k)}`);
     }
   }
-  if (new Set(v).size !== v.length) throw typeError(name, `distinct ${known}`, `[${v.join(', ')}]`);
+  if (new Set(v).size !== v.length) throw typeErrorText(name, `distinct ${known}`, `[${v.join(', ')}]`);
   return [...(v as string[])];
 }
 

@@ -78,17 +78,19 @@ interface SortedExclusions {
 function exclusionsOf(req: ScoreRequest, total: number): SortedExclusions | null {
   const ex = req.exclusions, off = req.exclusionOffsets;
   if (ex === undefined && off === undefined) return null;
-  if (!(off instanceof Int32Array) || off.length !== req.batch + 1) {
+  if (!(off instanceof Int32Array)) {
     throw typeError('request.exclusionOffsets', `an Int32Array of ${req.batch + 1} offsets (with request.exclusions)`, off);
+  }
+  if (off.length !== req.batch + 1) {
+    throw rangeError('request.exclusionOffsets', `an Int32Array of length ${req.batch + 1}`, `length ${off.length}`);
   }
   if (off[0] !== 0) throw rangeError('request.exclusionOffsets', '0 at index 0', off[0]);
   for (let b = 0; b < req.batch; b++) {
     if (off[b + 1] < off[b]) throw rangeError('request.exclusionOffsets', 'non-decreasing', `${off[b + 1]} after ${off[b]} at index ${b + 1}`);
   }
   const count = off[req.batch];
-  if (!(ex instanceof Int32Array) || ex.length !== count) {
-    throw typeError('request.exclusions', `an Int32Array of ${count} rows (exclusionOffsets[batch])`, ex);
-  }
+  if (!(ex instanceof Int32Array)) throw typeError('request.exclusions', `an Int32Array of ${count} rows (with request.exclusionOffsets)`, ex);
+  if (ex.length !== count) throw rangeError('request.exclusions', `an Int32Array of length ${count} (exclusionOffsets[batch])`, `length ${ex.length}`);
   for (let i = 0; i < count; i++) {
     if (ex[i] < 0 || ex[i] >= total) throw rangeError('request.exclusions', `rows in [0, ${total})`, `${ex[i]} at index ${i}`);
   }
