@@ -251,8 +251,12 @@ describe('per-query exclusions in the kernels', () => {
         const p = { ...params, seed: 1000 + trial, call: trial % 3 };
         const want = oracle(S, batch, total, candidate, p);
         const results = {};
-        for (const kind of kernelKinds) {
-          const got = kernelsFor(kind).scoreAndSample(req(kind), p);
+        // Native: the dispatched tier (AVX2 where the CPU has it), then the forced baseline.
+        for (const kind of [...kernelKinds, ...(addon ? ['native-baseline'] : [])]) {
+          const base = kind === 'native-baseline';
+          if (base) addon.setForceBaseline(true);
+          let got;
+          try { got = kernelsFor(base ? 'native' : kind).scoreAndSample(req(base ? 'native' : kind), p); } finally { if (base) addon.setForceBaseline(false); }
           results[kind] = got;
           const what = `${kind} trial ${trial} ${p.mode} k=${p.numDraws}`;
           assert.deepStrictEqual(Array.from(got.candidates), want.counts, `${what}: candidates`);
@@ -288,7 +292,7 @@ describe('per-query exclusions in the kernels', () => {
       }
       for (const list of Object.values(stores)) for (const s of list) s.dispose();
     }
-    assert.ok(cases >= 16 * 3);
+    assert.ok(cases >= 16 * 3 * kernelKinds.length);
   });
 
   for (const kind of kernelKinds) {
