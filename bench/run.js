@@ -6,7 +6,7 @@
 //
 //   npm run bench -- [--json] [--n N] [--d D] [--b B] [--top-k K] [--num-negatives K]
 //                    [--storage float32|float16|bfloat16] [--impl native,js,tfjs,tfjs-wasm]
-//                    [--threads T] [--runs R] [--scale S]
+//                    [--threads T] [--runs R] [--scale S] [--exclusions E]
 //   npm run bench -- --compare [--json] [--runs R] [--max-log-n 21]
 //
 // impl: native = this package's fused kernels; js = its pure-JS kernels;
@@ -32,6 +32,7 @@ const USAGE = `Usage: npm run bench -- [options]
   --threads T             kernel threads (0 = all cores)
   --runs R                timed runs; the median is reported (7)
   --scale S               score scale (20)
+  --exclusions E          excluded rows per query (0; removeAccidentalHits' per-query exclusions)
   --compare               the side-by-side comparison of issue 3 (PyTorch peer included
                           when /usr/bin/python3 has torch), ending with the ratios
   --max-log-n L           largest N = 2^L in --compare (21)`;
@@ -39,7 +40,7 @@ const USAGE = `Usage: npm run bench -- [options]
 function parseArgs(argv) {
   const a = {
     json: false, compare: false, n: 131072, d: 128, b: 256, topK: 0, numNegatives: 1, storage: 'float32',
-    impl: 'native', threads: 0, runs: 7, scale: 20, maxLogN: 21, child: null,
+    impl: 'native', threads: 0, runs: 7, scale: 20, maxLogN: 21, child: null, exclusions: 0,
   };
   const num = (v, name) => {
     const x = Number(v);
@@ -62,6 +63,7 @@ function parseArgs(argv) {
       case '--runs': a.runs = num(v, 'runs'); i++; break;
       case '--scale': a.scale = num(v, 'scale'); i++; break;
       case '--max-log-n': a.maxLogN = num(v, 'max-log-n'); i++; break;
+      case '--exclusions': a.exclusions = num(v, 'exclusions'); i++; break;
       case '--child': a.child = v; i++; break;
       case '--help': case '-h': a.help = true; break;
       default: throw new UsageError(`unknown option ${k} (see --help)`);
@@ -115,6 +117,12 @@ function kernelStep(kind, o, values) {
   store.initialize({ emb: values ?? cacheValues(o.n, o.d) }, null);
   const k = kernelsFor(kind);
   const req = { queries: queries(o.b, o.d), batch: o.b, dim: o.d, sources: [{ store, key: 'emb' }], scale: o.scale, scoreEmptyRows: false, threads: o.threads };
+  if (o.exclusions > 0) {
+    // E rows per query spread over the cache (as accidental hits would be).
+    const e = o.exclusions;
+    req.exclusions = Int32Array.from({ length: o.b * e }, (_, i) => (Math.floor(i / e) * 7919 + (i % e) * 104729) % o.n);
+    req.exclusionOffsets = Int32Array.from({ length: o.b + 1 }, (_, b) => b * e);
+  }
   let call = 0;
   const params = () => ({ mode: 'gumbel', invTemp: 1, numDraws: o.numNegatives, seed: 1234, call: call++ });
   const step = o.topK > 0
@@ -177,7 +185,7 @@ async function timeImpl(impl, o) {
   h.dispose();
   const addon = loadAddon();
   return {
-    impl, n: o.n, d: o.d, b: o.b, topK: o.topK, numNegatives: o.numNegatives, storage: o.storage, scale: o.scale,
+    impl, n: o.n, d: o.d, b: o.b, topK: o.topK, numNegatives: o.numNegatives, storage: o.storage, scale: o.scale, exclusions: o.exclusions,
     threads: o.threads || require('os').cpus().length, runs,
     median_ms: +median(ts).toFixed(3), min_ms: +Math.min(...ts).toFixed(3),
     ...(impl === 'native' && addon ? { avx2: addon.cpuFeatures().usingAvx2 } : {}),
@@ -208,7 +216,7 @@ function memoryChild(o) {
 function runChild(kind, o) {
   const args = [process.argv[1], '--child', kind, '--json', '--n', `${o.n}`, '--d', `${o.d}`, '--b', `${o.b}`, '--top-k', `${o.topK}`,
     '--num-negatives', `${o.numNegatives}`, '--storage', o.storage, '--threads', `${o.threads}`, '--runs', `${o.runs}`, '--scale', `${o.scale}`,
-    '--impl', o.impl];
+    '--impl', o.impl, '--exclusions', `${o.exclusions}`];
   const r = spawnSync(process.execPath, ['--expose-gc', ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`child ${kind} failed: ${r.stderr}`);
   return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
@@ -229,7 +237,7 @@ function torchPeer(o) {
 }
 
 function printTable(rows) {
-  const cols = ['impl', 'n', 'd', 'b', 'topK', 'numNegatives', 'storage', 'scale', 'threads', 'median_ms', 'min_ms', 'extra_rss_mb'];
+  const cols = ['impl', 'n', 'd', 'b', 'topK', 'numNegatives', 'storage', 'scale', 'exclusions', 'threads', 'median_ms', 'min_ms', 'extra_rss_mb'];
   const present = cols.filter((c) => rows.some((r) => r[c] !== undefined));
   const cell = (r, c) => (r[c] === undefined ? '' : `${r[c]}`);
   const w = present.map((c) => Math.max(c.length, ...rows.map((r) => cell(r, c).length)));
@@ -238,7 +246,7 @@ function printTable(rows) {
 }
 
 async function compare(o, emit) {
-  const base = { ...o, n: 131072, d: 128, b: 256, topK: 0, numNegatives: 1, storage: 'float32', threads: 0 };
+  const base = { ...o, n: 131072, d: 128, b: 256, topK: 0, numNegatives: 1, storage: 'float32', threads: 0, exclusions: 0 };
   const rows = [];
   const add = (r, label) => { r.label = label; rows.push(r); emit(r); return r; };
   const peer = torchPeer(base);
@@ -251,6 +259,7 @@ async function compare(o, emit) {
   const topk = add(await timeImpl('native', { ...base, topK: 64 }), 'native topK=64');
   const negs = add(await timeImpl('native', { ...base, numNegatives: 32 }), 'native numNegatives=32');
   const dense = add(await timeImpl('native', { ...base, scale: 1 }), 'native scale=1');
+  const excl = add(await timeImpl('native', { ...base, exclusions: 1 }), 'native exclusions=1');
   const one = add(await timeImpl('native', { ...base, threads: 1 }), 'native 1 thread');
   const two = add(await timeImpl('native', { ...base, threads: 2 }), 'native 2 threads');
   const perRow = [];
@@ -277,6 +286,7 @@ async function compare(o, emit) {
     f16_over_f32: ratio(f16.median_ms, f32.median_ms), bf16_over_f32: ratio(bf16.median_ms, f32.median_ms), target_half_over_f32: 1.0,
     topk64_over_base: ratio(topk.median_ms, f32.median_ms), negatives32_over_base: ratio(negs.median_ms, f32.median_ms), target_extra: 1.1,
     scale1_over_base: ratio(dense.median_ms, f32.median_ms),
+    exclusions1_over_base: ratio(excl.median_ms, f32.median_ms),
     two_thread_speedup: ratio(one.median_ms, two.median_ms), target_speedup: 1.8,
     ns_per_row: Object.fromEntries(perRow.map((r) => [`2^${Math.log2(r.n)}`, r.ns_per_row])),
     ns_per_row_max_over_min: ratio(Math.max(...rowsPerN), Math.min(...rowsPerN)),

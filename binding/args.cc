@@ -107,6 +107,37 @@ int64_t Product(Napi::Env env, int64_t a, int64_t b, const std::string& what) {
   return a * b;
 }
 
+namespace {
+
+/// Optional request.exclusions (Int32Array of global rows) with
+/// request.exclusionOffsets (Int32Array, batch + 1 entries): both or neither.
+void GetExclusions(Napi::Env env, const Napi::Object& o, nc::ScoreRequest& r, int64_t total) {
+  const Napi::Value ov = o.Get("exclusionOffsets"), ev = o.Get("exclusions");
+  const bool hasO = !(ov.IsUndefined() || ov.IsNull()), hasE = !(ev.IsUndefined() || ev.IsNull());
+  if (!hasO && !hasE) return;
+  if (!hasO) ThrowType(env, "request.exclusionOffsets", "an Int32Array of batch + 1 offsets (with request.exclusions)", ov);
+  if (!hasE) ThrowType(env, "request.exclusions", "an Int32Array of rows (with request.exclusionOffsets)", ev);
+  const int32_t* offs = GetTyped<const int32_t>(env, ov, napi_int32_array, r.batch + 1, "request.exclusionOffsets");
+  if (offs[0] != 0) ThrowRange(env, "request.exclusionOffsets", "0 at index 0", std::to_string(offs[0]));
+  for (int64_t b = 0; b < r.batch; ++b) {
+    if (offs[b + 1] < offs[b])
+      ThrowRange(env, "request.exclusionOffsets", "non-decreasing",
+                 std::to_string(offs[b + 1]) + " after " + std::to_string(offs[b]) + " at index " + std::to_string(b + 1));
+  }
+  const int64_t count = offs[r.batch];
+  const int32_t* rows = GetTyped<const int32_t>(env, ev, napi_int32_array, count, "request.exclusions");
+  for (int64_t i = 0; i < count; ++i) {
+    if (rows[i] < 0 || rows[i] >= total)
+      ThrowRange(env, "request.exclusions", "rows in [0, " + std::to_string(total) + ")",
+                 std::to_string(rows[i]) + " at index " + std::to_string(i));
+  }
+  if (count == 0) return;  // nothing excluded
+  r.exclusions = rows;
+  r.exclusionOffsets = offs;
+}
+
+}  // namespace
+
 nc::ScoreRequest GetRequest(Napi::Env env, const Napi::Value& v, const BackendInfo& b) {
   const Napi::Object o = GetObject(env, v, "request");
   nc::ScoreRequest r;
@@ -142,6 +173,7 @@ nc::ScoreRequest GetRequest(Napi::Env env, const Napi::Value& v, const BackendIn
     if (total > kMaxInt32) ThrowRange(env, "request.segments", "at most 2^31 - 1 rows in all", std::to_string(total));
     r.segments.push_back(store->segment(static_cast<int>(c)));
   }
+  GetExclusions(env, o, r, total);
   return r;
 }
 

@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "exclusions.h"
+
 namespace nc {
 
 namespace {
@@ -22,6 +24,7 @@ int64_t checkRequest(const ScoreRequest& req) {
     n += s.rows;
     NC_CHECK(n <= 0x7fffffffLL, "ERR_ARGUMENT", "too many cache rows (more than 2^31 - 1)");
   }
+  checkExclusions(req, n);
   return n;
 }
 

@@ -27,6 +27,12 @@ struct ScoreRequest {
   float scale = 1.0f;      // S = scale * (q . e)
   bool scoreEmptyRows = false;  // false: rows with filled == 0 are not candidates
   int threads = 0;         // CPU: 0 = hardware concurrency; ignored by CUDA
+  // Per-query exclusions (CSR, host memory; both null = none): query b does
+  // not count global rows exclusions[exclusionOffsets[b] .. exclusionOffsets[b + 1])
+  // among its candidates (neither lse nor draws; scoreGroupMax skips them,
+  // scoreMatrix ignores them). Any order, repeats allowed (exclusions.h).
+  const int32_t* exclusions = nullptr;
+  const int32_t* exclusionOffsets = nullptr;  // batch + 1 entries, [0] = 0, non-decreasing
 };
 
 enum class SampleMode : int32_t { Gumbel = 0, MaxScore = 1, None = 2 };

@@ -68,6 +68,15 @@ export interface ScoreRequest {
   scale: number;              // S = scale * (q . e)
   scoreEmptyRows: boolean;    // false: never-filled rows are not candidates
   threads?: number;           // 0/undefined = all cores
+  /**
+   * Per-query exclusions (CSR), for scoreAndSample and scoreGroupMax (not
+   * scoreMatrix): query b does not count the global rows
+   * exclusions[exclusionOffsets[b] .. exclusionOffsets[b + 1]) among its
+   * candidates (no lse term, never drawn). Any order, repeats allowed; both
+   * or neither; offsets have batch + 1 entries starting at 0.
+   */
+  exclusions?: Int32Array;
+  exclusionOffsets?: Int32Array;
 }
 
 export type SampleMode = 'gumbel' | 'max' | 'none';

@@ -8,6 +8,8 @@
  * - a function scoreTransform: the dense matrix (scoreMatrix), transformed
  *   with tf ops, grouped here when topK is set;
  * and a custom retrieval fn picks its columns from the candidate matrix.
+ * Per-query exclusions (the handlers' accidental hits) go to the kernels
+ * with the request, or are -Infinity in the candidate matrix.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, ScoreRequest } from './backend';
@@ -28,6 +30,15 @@ export interface DrawOptions {
   readonly seed: number;
   readonly numNegatives: number;
   readonly scoreEmptyRows: boolean;
+}
+
+/**
+ * Per-query exclusions (CSR, global rows of the concatenated index space):
+ * query b's candidates leave out rows[offsets[b] .. offsets[b + 1]).
+ */
+export interface Exclusions {
+  rows: Int32Array;
+  offsets: Int32Array;   // batch + 1 entries
 }
 
 /** The draws of one compute() call, before any tensor work. */
@@ -54,7 +65,7 @@ export function transformScores(t: ScoreTransform | undefined, x: tf.Tensor, wha
 
 /** Candidate scores, the draws (global rows) and lse per query, for noise call `call`. */
 export function drawNegatives(o: DrawOptions, sources: Source[], queries: Float32Array, batch: number, dim: number,
-                              call: number): Draws {
+                              call: number, exclusions: Exclusions | null = null): Draws {
   const kern = kernelsFor(sources[0].store.kind);
   const total = totalRows(sources);
   const t = o.scoreTransform;
@@ -64,6 +75,10 @@ export function drawNegatives(o: DrawOptions, sources: Source[], queries: Float3
     scale: typeof t === 'number' ? t : 1,
     scoreEmptyRows: o.scoreEmptyRows,
   };
+  if (exclusions !== null) {
+    req.exclusions = exclusions.rows;
+    req.exclusionOffsets = exclusions.offsets;
+  }
   const params = sampleParamsOf(o.retrievalFn, o.numNegatives, o.seed, call);
   const custom = typeof o.retrievalFn === 'function' ? o.retrievalFn as CustomRetrievalFn : null;
   const k = o.numNegatives;
@@ -92,6 +107,7 @@ export function drawNegatives(o: DrawOptions, sources: Source[], queries: Float3
       matrix = kern.scoreMatrix(req);
     }
     if (!o.scoreEmptyRows) maskEmptyRows(matrix, sources, batch, total);
+    if (exclusions !== null) maskExclusions(matrix, exclusions, batch, total);
     cols = total;
     if (o.topK !== undefined) {
       const gm = groupMaxOfMatrix(matrix, batch, total, o.topK, true);
@@ -107,8 +123,8 @@ export function drawNegatives(o: DrawOptions, sources: Source[], queries: Float3
   checkLse(r.lse, r.candidates);
   let picked: Int32Array;
   if (custom === null) picked = r.indices;
-  else if (r.candidates[0] === 0) picked = new Int32Array(batch * k).fill(-1);
-  else picked = runCustom(custom, matrix, batch, cols, k);
+  else if (r.candidates.every((c) => c === 0)) picked = new Int32Array(batch * k).fill(-1);
+  else picked = runCustom(custom, matrix, batch, cols, k, r.candidates);
   const rows = new Int32Array(batch * k);
   for (let i = 0; i < rows.length; i++) {
     const c = picked[i];
@@ -140,10 +156,17 @@ function maskEmptyRows(matrix: Float32Array, sources: Source[], batch: number, t
   }
 }
 
+/** A query's excluded rows are not its candidates: -Infinity in its row of the matrix. */
+function maskExclusions(matrix: Float32Array, ex: Exclusions, batch: number, total: number): void {
+  for (let b = 0; b < batch; b++) {
+    for (let i = ex.offsets[b]; i < ex.offsets[b + 1]; i++) matrix[b * total + ex.rows[i]] = -Infinity;
+  }
+}
+
 /** The dense matrix of plain dot products (every row), then the function transform with tf ops. */
 function transformedMatrix(kern: KernelBackend, req: ScoreRequest, t: (s: tf.Tensor) => tf.Tensor,
                            total: number): Float32Array {
-  const raw = kern.scoreMatrix({ ...req, scale: 1, scoreEmptyRows: true });
+  const raw = kern.scoreMatrix({ ...req, scale: 1, scoreEmptyRows: true, exclusions: undefined, exclusionOffsets: undefined });
   let out = raw;
   tf.tidy(() => {
     const y = transformScores(t, tf.tensor2d(raw, [req.batch, total]), 'the cache scores');
@@ -152,8 +175,12 @@ function transformedMatrix(kern: KernelBackend, req: ScoreRequest, t: (s: tf.Ten
   return out;
 }
 
-/** The custom retrieval fn's columns, checked: k integer candidate columns per query row. */
-function runCustom(fn: CustomRetrievalFn, matrix: Float32Array, batch: number, cols: number, k: number): Int32Array {
+/**
+ * The custom retrieval fn's columns, checked: k integer candidate columns per
+ * query row; -1 (no draw) for a row without candidates, whatever it returned.
+ */
+function runCustom(fn: CustomRetrievalFn, matrix: Float32Array, batch: number, cols: number, k: number,
+                   candidates: Int32Array): Int32Array {
   let values: number[] = [];
   let shapeText = '';
   tf.tidy(() => {
@@ -175,6 +202,7 @@ function runCustom(fn: CustomRetrievalFn, matrix: Float32Array, batch: number, c
   for (let i = 0; i < values.length; i++) {
     const c = values[i];
     const b = Math.floor(i / k);
+    if (candidates[b] === 0) { out[i] = -1; continue; }
     if (!Number.isInteger(c) || c < 0 || c >= cols) {
       throw rangeError('retrievalFn(scores)', `integer columns in [0, ${cols})`, `${describe(c)} for query row ${b}`);
     }

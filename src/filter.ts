@@ -62,7 +62,14 @@ class RowIndex {
     const rows = this.rowsByContent.get(content);
     return rows === undefined ? -1 : rows[0];
   }
+
+  /** Every row holding exactly `content` (do not modify). */
+  findAll(content: string): readonly number[] {
+    return this.rowsByContent.get(content) ?? NO_ROWS;
+  }
 }
+
+const NO_ROWS: readonly number[] = Object.freeze([]);
 
 /** The content keys of rows 0..rows-1. */
 function contentKeys(columns: ArrayLike<number>[], widths: number[], rows: number): string[] {
@@ -144,6 +151,36 @@ export class IsInCacheFilterFn {
     });
     const widths = this.keys.map((key) => widthOf(cache.specs[key].shape));
     return this.classify(cache, contentKeys(columns, widths, rows));
+  }
+
+  /**
+   * @internal For each of `rows` items (values checked and converted as for
+   * _classifyRows): every filled cache row holding exactly its values, as
+   * CSR (item i's rows are rows[offsets[i] .. offsets[i + 1]), increasing).
+   * O(rows + matches) after the index is built: the handlers' accidental hits.
+   */
+  _matchingRows(cache: NegativeCache, values: Record<string, Float32Array | Int32Array>, rows: number):
+      { rows: Int32Array; offsets: Int32Array } {
+    storeOf(cache, 'cache');
+    const columns = this.keys.map((key) => {
+      this.specOf(cache, key);
+      return values[key];
+    });
+    const widths = this.keys.map((key) => widthOf(cache.specs[key].shape));
+    const contents = contentKeys(columns, widths, rows);
+    const index = this.indexOf(cache);
+    const offsets = new Int32Array(rows + 1);
+    const found: Array<readonly number[]> = new Array(rows);
+    for (let i = 0; i < rows; i++) {
+      found[i] = index.findAll(contents[i]);
+      offsets[i + 1] = offsets[i] + found[i].length;
+    }
+    const out = new Int32Array(offsets[rows]);
+    for (let i = 0; i < rows; i++) {
+      out.set(found[i], offsets[i]);
+      out.subarray(offsets[i], offsets[i + 1]).sort();
+    }
+    return { rows: out, offsets };
   }
 
   /** Per item: the cached row holding its content (or -1), and 1 where it is to be inserted. */

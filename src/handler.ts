@@ -11,14 +11,19 @@
  *   warm start);
  * - `dedupe` / `filter`: documents already in the cache are not inserted again
  *   (their cached row gets the fresh embedding instead), and of several equal
- *   documents in one batch only the first is inserted.
+ *   documents in one batch only the first is inserted;
+ * - `removeAccidentalHits`: a cached row equal to a query's own positive (on
+ *   the chosen keys) is not a negative of that query: it is left out of that
+ *   query's candidates, for the lse and the draws alike (found in O(batch)
+ *   through the content index of IsInCacheFilterFn).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { NegativeCache } from './cache';
 import type { BatchLike, CacheManager, PackedRows } from './cache_manager';
 import { isTensor, toRows } from './convert';
-import { describe, knownKeys, rangeError, rejectUnknownKeys, typeError } from './errors';
+import { describe, knownKeys, rangeError, rejectUnknownKeys, typeError, typeErrorText } from './errors';
 import { IsInCacheFilterFn } from './filter';
+import type { Exclusions } from './draw';
 import { CacheClassificationLoss, type CacheLoss, type CacheLossReturn, type DocNetwork, type LossArgNames } from './loss';
 
 /** The `scalar(name, value, step)` shape of tfjs-node's `tf.node.summaryFileWriter`. */
@@ -48,10 +53,18 @@ export interface CacheLossHandlerOptions {
    * its cached row is refreshed with the new embedding instead. Default off.
    */
   dedupe?: boolean | IsInCacheFilterFn;
+  /**
+   * Accidental hits: a cached row equal to the query's own positive on these
+   * keys (`true` = all `dataKeys`; a list = some of them) is left out of that
+   * query's candidates (lse and draws), e.g. the same document inserted by an
+   * earlier batch. Needs a CacheClassificationLoss. Default false (the
+   * reference: such a row is a negative).
+   */
+  removeAccidentalHits?: boolean | string[];
 }
 const HANDLER_OPTION_KEYS = knownKeys<CacheLossHandlerOptions>({
   embeddingKey: true, dataKeys: true, summaryWriter: true, inBatchWeight: true, inBatchScale: true,
-  warmupSteps: true, dedupe: true,
+  warmupSteps: true, dedupe: true, removeAccidentalHits: true,
 });
 
 /** What one call did, for logging (also in `handler.lastMetrics`). */
@@ -72,6 +85,11 @@ export interface HandlerMetrics {
   duplicates: number;
   /** Cached rows refreshed with a re-embedded negative or a duplicate's embedding. */
   refreshed: number;
+  /**
+   * removeAccidentalHits: (query, cached row) pairs left out of the
+   * candidates as copies of the query's positive (0 when off or in warm-up).
+   */
+  accidentalHits: number;
 }
 
 interface CommonOptions {
@@ -82,6 +100,8 @@ interface CommonOptions {
   inBatchScale: number;
   warmupSteps: number;
   filter: IsInCacheFilterFn | null;
+  /** removeAccidentalHits: the filter whose content index finds the positives' copies (null = off). */
+  hits: IsInCacheFilterFn | null;
 }
 
 function nonNegative(name: string, v: unknown, fallback: number, integer = false): number {
@@ -112,6 +132,16 @@ function checkOptions(options: unknown, cacheLoss: unknown): CommonOptions {
   if (o.dedupe === true) filter = new IsInCacheFilterFn(o.dataKeys);
   else if (o.dedupe instanceof IsInCacheFilterFn) filter = o.dedupe;
   else if (o.dedupe !== undefined && o.dedupe !== false) throw typeError('options.dedupe', 'a boolean or an IsInCacheFilterFn', o.dedupe);
+  const hitKeys = accidentalHitKeys(o.removeAccidentalHits, o.dataKeys);
+  let hits: IsInCacheFilterFn | null = null;
+  if (hitKeys !== null) {
+    if (!(cacheLoss instanceof CacheClassificationLoss)) {
+      throw typeError('options.removeAccidentalHits', 'used with a CacheClassificationLoss (its kernels take the exclusions)', cacheLoss);
+    }
+    // Share the dedupe filter's content index when it compares the same keys.
+    hits = filter !== null && filter.keys.length === hitKeys.length && filter.keys.every((k, i) => k === hitKeys[i])
+      ? filter : new IsInCacheFilterFn(hitKeys);
+  }
   return {
     embeddingKey: o.embeddingKey,
     dataKeys: [...o.dataKeys],
@@ -120,7 +150,28 @@ function checkOptions(options: unknown, cacheLoss: unknown): CommonOptions {
     inBatchScale,
     warmupSteps: nonNegative('warmupSteps', o.warmupSteps, 0, true),
     filter,
+    hits,
   };
+}
+
+/** The keys removeAccidentalHits compares (null = off): true = all dataKeys, or a list of distinct dataKeys. */
+function accidentalHitKeys(v: unknown, dataKeys: string[]): string[] | null {
+  const name = 'options.removeAccidentalHits';
+  const known = `dataKeys (${dataKeys.map((k) => JSON.stringify(k)).join(', ') || 'none'})`;
+  if (v === undefined || v === false) return null;
+  if (v === true) {
+    if (dataKeys.length === 0) throw typeError(name, 'false when dataKeys is empty (nothing to compare)', v);
+    return [...dataKeys];
+  }
+  if (!Array.isArray(v)) throw typeError(name, `a boolean or an array of ${known}`, v);
+  if (v.length === 0) throw typeError(name, `true, false or a non-empty array of ${known}`, v);
+  for (const k of v) {
+    if (typeof k !== 'string' || !dataKeys.includes(k)) {
+      throw typeErrorText(name, `an array of ${known}`, `an array with ${typeof k === 'string' ? JSON.stringify(k) : describe(k)}`);
+    }
+  }
+  if (new Set(v).size !== v.length) throw typeErrorText(name, `distinct ${known}`, `[${v.join(', ')}]`);
+  return [...(v as string[])];
 }
 
 function checkLoss(cacheLoss: unknown): CacheLoss {
@@ -196,9 +247,14 @@ abstract class HandlerBase {
   get warmupSteps(): number { return this.opts.warmupSteps; }
   set warmupSteps(v: number) { this.opts.warmupSteps = nonNegative('warmupSteps', v, 0, true); }
 
+  /**
+   * One step. `accidentalHits` (with removeAccidentalHits) finds, on the
+   * cache as it is, the rows equal to each query's positive.
+   */
   protected run(itemNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posItemEmbeddings: tf.Tensor2D,
                 caches: NegativeCache | Record<string, NegativeCache>,
-                updates: (ret: CacheLossReturn | null) => SourceUpdate[]): tf.Scalar {
+                updates: (ret: CacheLossReturn | null) => SourceUpdate[],
+                accidentalHits: (hits: IsInCacheFilterFn) => Exclusions): tf.Scalar {
     if (typeof itemNetwork !== 'function') throw typeError('itemNetwork', 'a function (data) => tf.Tensor2D', itemNetwork);
     const step = this.step;
     const o = this.opts;
@@ -206,12 +262,16 @@ abstract class HandlerBase {
     let ret: CacheLossReturn | null = null;
     let inBatch: tf.Scalar | null = null;
     let loss: tf.Scalar;
+    let hitCount = 0;
     if (warm) {
       inBatch = inBatchCrossEntropy(queryEmbeddings, posItemEmbeddings, o.inBatchScale);
       loss = inBatch;
     } else {
+      const exclusions = o.hits !== null ? accidentalHits(o.hits) : null;
+      if (exclusions !== null) hitCount = exclusions.rows.length;
       ret = this.cacheLoss instanceof CacheClassificationLoss
-        ? this.cacheLoss._compute(HANDLER_ARG_NAMES, itemNetwork, queryEmbeddings, posItemEmbeddings, caches)
+        ? this.cacheLoss._compute(HANDLER_ARG_NAMES, itemNetwork, queryEmbeddings, posItemEmbeddings, caches,
+          exclusions !== null ? { exclusions } : {})
         : this.cacheLoss.compute(itemNetwork, queryEmbeddings, posItemEmbeddings, caches);
       const cacheTerm = ret.trainingLoss.rank === 0 ? ret.trainingLoss as tf.Scalar : tf.mean(ret.trainingLoss) as tf.Scalar;
       if (o.inBatchWeight > 0) {
@@ -239,6 +299,7 @@ abstract class HandlerBase {
       staleness: ret ? scalarValue(ret.staleness) : NaN,
       inBatchLoss: inBatch ? scalarValue(inBatch) : NaN,
       inserted, duplicates, refreshed,
+      accidentalHits: hitCount,
     };
     if (ret) {
       // Not on the path to the loss: safe to free now.
@@ -358,7 +419,7 @@ export class CacheLossHandler extends HandlerBase {
         u.refreshMask = ret.updatedItemMask[name];
       }
       return [u];
-    });
+    }, (hits) => hits._matchingRows(this.cache, newItems.values, newItems.rows));
   }
 
   /** Frees the cache. */
@@ -416,6 +477,14 @@ export class MultiCacheLossHandler extends HandlerBase {
     for (const n of Object.keys(newItemFeatures)) {
       if (!names.includes(n)) throw rangeError('newItemFeatures', `keys among the sources (${names.join(', ')})`, JSON.stringify(n));
     }
+    const batch = queryEmbeddings.shape[0];
+    if (this.opts.hits !== null) {
+      const given = names.reduce((a, n) => a + (newItems[n]?.rows ?? 0), 0);
+      if (given !== batch) {
+        throw rangeError('newItemFeatures', `with removeAccidentalHits, the sources' new items in source order (${names.join(', ')}) `
+          + `being the batch's positives row by row (${batch} rows in all)`, `${given} rows`);
+      }
+    }
     return this.run(itemNetwork, queryEmbeddings, posItemEmbeddings, this.caches as Record<string, NegativeCache>, (ret) => {
       const out: SourceUpdate[] = [];
       for (const n of names) {
@@ -431,7 +500,37 @@ export class MultiCacheLossHandler extends HandlerBase {
         out.push(u);
       }
       return out;
-    });
+    }, (hits) => this.accidentalHits(hits, names, newItems, batch));
+  }
+
+  /**
+   * Per query (the positives = the sources' new items in source order), the
+   * rows of every source's cache equal to its positive, as global rows of
+   * the concatenated index space (sources by name).
+   */
+  private accidentalHits(hits: IsInCacheFilterFn, names: string[], newItems: Record<string, PackedRows>,
+                         batch: number): Exclusions {
+    const perQuery: number[][] = Array.from({ length: batch }, () => []);
+    let start = 0;
+    for (const s of names) {
+      const cache = this.caches[s];
+      let b0 = 0;
+      for (const g of names) {
+        const items = newItems[g];
+        if (items === undefined) continue;
+        const m = hits._matchingRows(cache, items.values, items.rows);
+        for (let i = 0; i < items.rows; i++) {
+          for (let t = m.offsets[i]; t < m.offsets[i + 1]; t++) perQuery[b0 + i].push(start + m.rows[t]);
+        }
+        b0 += items.rows;
+      }
+      start += cache.size;
+    }
+    const offsets = new Int32Array(batch + 1);
+    for (let b = 0; b < batch; b++) offsets[b + 1] = offsets[b] + perQuery[b].length;
+    const rows = new Int32Array(offsets[batch]);
+    for (let b = 0; b < batch; b++) rows.set(perQuery[b], offsets[b]);
+    return { rows, offsets };
   }
 
   /** Frees every cache. */

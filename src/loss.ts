@@ -12,7 +12,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { NegativeCache } from './cache';
 import { firstNonFinite, isTensor } from './convert';
-import { drawNegatives, transformScores } from './draw';
+import { drawNegatives, transformScores, type Exclusions } from './draw';
 import { describe, knownKeys, rangeError, rejectUnknownKeys, typeError } from './errors';
 import { GumbelMaxRetrievalFn, isRetrievalFn, type RetrievalFn } from './retrieval';
 import { gatherDrawn, refreshBySource, resolveSources, totalRows } from './sources';
@@ -63,6 +63,34 @@ export interface LossArgNames {
   posDocEmbeddings: string;
 }
 const OWN_ARG_NAMES: LossArgNames = { docNetwork: 'docNetwork', posDocEmbeddings: 'posDocEmbeddings' };
+
+/**
+ * @internal What a handler adds to compute(): per-query exclusions (CSR over
+ * the global rows of the concatenated sources), left out of that query's
+ * candidates for the lse and the draws alike.
+ */
+export interface ComputeExtras {
+  exclusions?: Exclusions;
+}
+
+/** The extras' exclusions, checked against batch and total rows (null: none). */
+function checkExclusions(e: Exclusions | undefined, batch: number, total: number): Exclusions | null {
+  if (e === undefined) return null;
+  const { rows, offsets } = e;
+  if (!(offsets instanceof Int32Array) || offsets.length !== batch + 1 || offsets[0] !== 0) {
+    throw typeError('exclusions.offsets', `an Int32Array of ${batch + 1} offsets from 0`, offsets);
+  }
+  for (let b = 0; b < batch; b++) {
+    if (offsets[b + 1] < offsets[b]) throw rangeError('exclusions.offsets', 'non-decreasing', `${offsets[b + 1]} after ${offsets[b]} at ${b + 1}`);
+  }
+  if (!(rows instanceof Int32Array) || rows.length !== offsets[batch]) {
+    throw typeError('exclusions.rows', `an Int32Array of ${offsets[batch]} rows`, rows);
+  }
+  for (let i = 0; i < rows.length; i++) {
+    if (rows[i] < 0 || rows[i] >= total) throw rangeError('exclusions.rows', `rows in [0, ${total})`, `${rows[i]} at ${i}`);
+  }
+  return rows.length === 0 ? null : e;
+}
 
 function checkMatrix(x: unknown, name: string): tf.Tensor2D {
   if (!isTensor<tf.Tensor>(x)) throw typeError(name, 'a float32 tf.Tensor2D [batch, dim]', x);
@@ -175,7 +203,7 @@ export class CacheClassificationLoss implements CacheLoss {
 
   /** @internal compute(), with errors naming the caller's arguments (a handler's itemNetwork, posItemEmbeddings). */
   _compute(names: LossArgNames, docNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posDocEmbeddings: tf.Tensor2D,
-           caches: NegativeCache | Record<string, NegativeCache>): CacheLossReturn {
+           caches: NegativeCache | Record<string, NegativeCache>, extras: ComputeExtras = {}): CacheLossReturn {
     // ---- validate (nothing allocated, nothing changed on failure)
     if (typeof docNetwork !== 'function') throw typeError(names.docNetwork, 'a function (data) => tf.Tensor2D', docNetwork);
     const q = checkMatrix(queryEmbeddings, 'queryEmbeddings');
@@ -189,6 +217,7 @@ export class CacheClassificationLoss implements CacheLoss {
     if (this.topK !== undefined && this.topK > total) {
       throw rangeError('options.topK', `an integer in [1, ${total}] (the number of cached rows)`, this.topK);
     }
+    const exclusions = checkExclusions(extras.exclusions, batch, total);
     const queries = Float32Array.from(q.dataSync() as Float32Array);
     const bad = firstNonFinite(queries);
     if (bad >= 0) {
@@ -198,7 +227,7 @@ export class CacheClassificationLoss implements CacheLoss {
 
     // ---- draw (kernels; no tensors yet except inside a scoreTransform function)
     const call = this.callCount;
-    const draws = drawNegatives(this, sources, queries, batch, dim, call);
+    const draws = drawNegatives(this, sources, queries, batch, dim, call, exclusions);
     const k = this.numNegatives;
 
     // ---- tensors

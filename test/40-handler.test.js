@@ -207,7 +207,7 @@ describe('CacheLossHandler', () => {
         assert.throws(() => new nc.CacheLossHandler(manager, {}, { embeddingKey: 'embedding', dataKeys: ['data'] }), /cacheLoss/);
         assert.throws(() => new nc.CacheLossHandler(manager, loss, { embeddingKey: 'embedding', dataKeys: ['data'], summaryWriter: {} }), /summaryWriter/);
         assert.throws(() => new nc.CacheLossHandler(manager, loss, { embeddingKey: 'embedding', dataKeys: ['data'], warmupStep: 100 }), (e) => e instanceof TypeError &&
-          /options must be an object with keys embeddingKey, dataKeys, summaryWriter, inBatchWeight, inBatchScale, warmupSteps, dedupe; got an object with unknown key 'warmupStep'/.test(e.message));
+          /options must be an object with keys embeddingKey, dataKeys, summaryWriter, inBatchWeight, inBatchScale, warmupSteps, dedupe, removeAccidentalHits; got an object with unknown key 'warmupStep'/.test(e.message));
         const handler = new nc.CacheLossHandler(manager, loss, { embeddingKey: 'embedding', dataKeys: ['data'] });
         const q = tf.tensor2d([[1], [2]]);
         const p3 = tf.tensor2d([[1], [2], [3]]);

@@ -18,6 +18,7 @@ void prepare(const ScoreRequest& req, Prepared& p) {
   }
   p.segStart.push_back(n);
   p.n = n;
+  p.excl.build(req);
   p.qt.assign(static_cast<size_t>(p.bpad * p.dim), 0.0f);
   for (int64_t b = 0; b < p.batch; ++b) {
     float* blk = p.qt.data() + (b / kQueryBlock) * kQueryBlock * p.dim + (b % kQueryBlock);
@@ -51,6 +52,12 @@ int64_t countCandidates(const Prepared& p) {
     }
   }
   return c;
+}
+
+void countCandidatesPerQuery(const Prepared& p, int64_t* out) {
+  const int64_t all = countCandidates(p);
+  p.excl.countCandidates(*p.req, out);
+  for (int64_t b = 0; b < p.batch; ++b) out[b] = all - out[b];
 }
 
 void Scratch::init(const Prepared& p) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "exclusions.h"
 #include "kernels.h"
 #include "tier.h"
 
@@ -25,6 +26,7 @@ struct Prepared {
   std::vector<float> qt;                 // [bpad/16][dim][16]
   std::vector<int64_t> segStart;         // global start of each segment (+ n at the end)
   int64_t indexBase = 0;                 // added to the rows' indices (SampleParams::columnOffset)
+  Exclusions excl;                       // the request's per-query exclusions, normalized
   const ScoreRequest* req = nullptr;
 };
 
@@ -40,8 +42,10 @@ struct RowChunks {
 };
 RowChunks rowChunks(int64_t n, int requestedThreads);
 
-/// Candidates of every query (the same for all queries).
+/// Candidates of every query before exclusions (the same for all queries).
 int64_t countCandidates(const Prepared& p);
+/// Candidates of each query: countCandidates minus its excluded candidates.
+void countCandidatesPerQuery(const Prepared& p, int64_t* out);
 
 /// Per-thread scratch of the tile loop.
 struct Scratch {
@@ -49,6 +53,7 @@ struct Scratch {
   std::vector<float> sb;       // kTileRows x kQueryBlock scores
   std::vector<const float*> rowPtr;
   std::vector<int32_t> rowIdx, rowGroup;
+  std::vector<ExclusionHit> hits;  // excluded (tile row, query) pairs of the current tile
   PendingDraws pending{};
   void init(const Prepared& p);
 };
@@ -59,17 +64,23 @@ std::vector<Scratch> makeScratch(const Prepared& p, int threads);
 /// Walks global rows [begin, end) in order, gathers candidate rows (every row
 /// when allRows) into tiles and, per block of kQueryBlock queries, scores the
 /// tile into sc.sb with the micro-kernel and calls onBlock(nrows, qbase).
+/// Unless allRows (scoreMatrix), the request's excluded (query, row) scores
+/// are -inf in the block: not candidates for any epilogue.
 template <typename OnBlock>
 void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t begin, int64_t end, Scratch& sc,
                  OnBlock&& onBlock) {
   const ScoreRequest& req = *p.req;
+  const bool exclude = !allRows && !p.excl.empty();
+  ExclusionCursor cursor(p.excl, exclude ? begin : 0);
   int64_t nrows = 0;
   auto flush = [&] {
     if (nrows == 0) return;
+    if (exclude) cursor.tile(sc.rowIdx.data(), nrows, sc.hits, p.indexBase);  // rowIdx holds indexBase + request row
     for (int64_t qb = 0; qb < p.bpad; qb += kQueryBlock) {
       mk.gemmBlock(p.qt.data() + qb * p.dim, p.dim, sc.rowPtr.data(), nrows, req.scale, sc.sb.data());
-      // The seam for per-(query, row) exclusions (docs/kernels.md): the one
-      // place every score block passes before any epilogue sees it.
+      // Per-(query, row) exclusions (docs/kernels.md): the one place every
+      // score block passes before any epilogue sees it.
+      if (exclude && !sc.hits.empty()) maskExclusionHits(sc.hits, qb, kQueryBlock, kQueryBlock, sc.sb.data());
       onBlock(nrows, qb);
     }
     nrows = 0;

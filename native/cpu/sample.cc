@@ -2,6 +2,7 @@
 // the lse partials (running max and sum per query) and the per-thread k-best
 // lists; the partials are combined in chunk order and the lists merged under
 // their total order, so the outputs are the same for any number of threads.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -86,9 +87,12 @@ void CpuBackend::runScoreAndSample(const ScoreRequest& req, const SampleParams& 
   if (p.batch == 0) return;
   p.indexBase = params.columnOffset;
   const int64_t k = params.numDraws;
-  const int64_t cands = countCandidates(p);
+  std::vector<int64_t> perQuery(static_cast<size_t>(p.batch));
+  countCandidatesPerQuery(p, perQuery.data());
+  int64_t cands = 0;
+  for (int64_t b = 0; b < p.batch; ++b) cands = std::max(cands, perQuery[b]);
   if (out.candidates)
-    for (int64_t b = 0; b < p.batch; ++b) out.candidates[b] = cands;
+    for (int64_t b = 0; b < p.batch; ++b) out.candidates[b] = perQuery[b];
   auto job = std::make_unique<SampleJob>();
   job->p = &p;
   job->tier = currentTier();

@@ -191,6 +191,12 @@ LaneThresholds loadThresholds(const double* thresh, int64_t b0, int64_t valid) {
   const __m256 absT = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), r.t);
   r.marg = _mm256_mul_ps(_mm256_set1_ps(1e-3f), _mm256_add_ps(_mm256_set1_ps(1.0f), absT));
   r.low = _mm256_sub_ps(_mm256_sub_ps(r.t, _mm256_set1_ps(kGumbelMax)), r.marg);
+  // S = -inf marks an excluded (query, row) (driver.h forEachTile): with the
+  // thresholds at least the lowest float it never passes a filter, even
+  // while a list holds fewer than k entries.
+  const __m256 lowest = _mm256_set1_ps(-3.402823466e38f);
+  r.t = _mm256_max_ps(r.t, lowest);
+  r.low = _mm256_max_ps(r.low, lowest);
   return r;
 }
 
@@ -310,13 +316,17 @@ void sampleTileAvx2(const SampleTile* t) {
     for (int64_t r = 0; r < nrows; ++r) m = _mm256_max_ps(m, _mm256_loadu_ps(sb + r * bpad));
     const __m256 oldM = _mm256_loadu_ps(t->lseMax + h);
     const __m256 newM = _mm256_max_ps(oldM, m);
-    const __m256 rescale = exp256(_mm256_sub_ps(oldM, newM));
+    // A lane with only excluded scores (-inf) so far keeps newM = -inf; 0 in
+    // its place keeps -inf - -inf (NaN) out of the exponentials.
+    const __m256 safeM = _mm256_blendv_ps(newM, _mm256_setzero_ps(),
+                                          _mm256_cmp_ps(newM, _mm256_set1_ps(-__builtin_inff()), _CMP_EQ_OQ));
+    const __m256 rescale = exp256(_mm256_sub_ps(oldM, safeM));
     __m256 sum = _mm256_setzero_ps();
     uint32_t passRows = 0;  // bit r: row r has a valid lane passing the filter
     alignas(32) float ex[kTileRows * 8];  // exp(s - newM), reused by the noise bound
     for (int64_t r = 0; r < nrows; ++r) {
       const __m256 s = _mm256_loadu_ps(sb + r * bpad);
-      const __m256 e = exp256(_mm256_sub_ps(s, newM));
+      const __m256 e = exp256(_mm256_sub_ps(s, safeM));
       _mm256_store_ps(ex + r * 8, e);
       sum = _mm256_add_ps(sum, e);
       const __m256 p = _mm256_cmp_ps(_mm256_mul_ps(s, mul), passAt, _CMP_GE_OQ);

@@ -107,7 +107,8 @@ void sampleTileBase(const SampleTile* t) {
     t->lseSum[i] = sum;
   }
   if (t->mode == 2) return;
-  const ScoreBlock blk{t->sb, t->qcount, 1, nrows, kQueryBlock, t->rowIdx, false};
+  // -inf marks an excluded (query, row) (driver.h forEachTile): skipped.
+  const ScoreBlock blk{t->sb, t->qcount, 1, nrows, kQueryBlock, t->rowIdx, true};
   offerScores(t->topk, blk, t->qbase, static_cast<uint32_t>(t->qbase) + t->noiseRow0, t->mode, t->invTempD, t->key);
 }
 

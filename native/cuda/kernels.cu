@@ -30,12 +30,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <mutex>
 #include <vector>
 
 #include "../draw.h"
 #include "../groups.h"
 #include "../half.h"
+#include "../exclusions.h"
 #include "../rng.h"
 #include "cuda_backend.h"
 #include "cuda_check.cuh"
@@ -66,6 +68,10 @@ struct TileParams {
   int mode;                       // EpilogueMode
   int64_t tilesPerChunk;
   int64_t chunkBase;              // global chunk index of this segment's chunk 0
+  // Per-query exclusions (kSample, kGroupMax; null = none): query q's global
+  // rows exclRows[exclOffsets[q] .. exclOffsets[q + 1]), sorted, no repeats.
+  const int32_t* exclRows;
+  const int32_t* exclOffsets;
   // kSample
   int sampleMode;                 // SampleMode
   float invTempF;
@@ -355,6 +361,30 @@ __global__ void __launch_bounds__(kThreads, 2) scoreTilesKernel(const TileParams
   int64_t noiseGroup = -1;
   Philox4x32 words{};
 
+  // Exclusions: a cursor into this query's sorted rows, following the
+  // thread's rows (increasing: tiles in order, columns in order).
+  int32_t exCur = 0, exEnd = 0;
+  int64_t exNext = INT64_MAX;
+  if (p.exclOffsets != nullptr && active && p.mode != kMatrix) {
+    exCur = p.exclOffsets[q];
+    exEnd = p.exclOffsets[q + 1];
+    const int64_t j0 = p.colOffset + tileBegin * kBN + half * (kBN / 2);
+    int32_t lo = exCur, hi = exEnd;
+    while (lo < hi) {
+      const int32_t mid = lo + (hi - lo) / 2;
+      if (p.exclRows[mid] < j0) lo = mid + 1;
+      else hi = mid;
+    }
+    exCur = lo;
+    if (exCur < exEnd) exNext = p.exclRows[exCur];
+  }
+  auto excluded = [&](int64_t j) -> bool {
+    if (j < exNext) return false;
+    while (exCur < exEnd && p.exclRows[exCur] < j) ++exCur;
+    exNext = exCur < exEnd ? p.exclRows[exCur] : INT64_MAX;
+    return exNext == j;
+  };
+
   for (int64_t tile = tileBegin; tile < tileEnd; ++tile) {
     const int64_t n0 = tile * kBN;
     __syncthreads();  // the previous epilogue is done with St
@@ -382,6 +412,7 @@ __global__ void __launch_bounds__(kThreads, 2) scoreTilesKernel(const TileParams
       for (int c = cBegin; c < cEnd; ++c) {
         if (!candidate[c]) continue;
         const int64_t j = p.colOffset + n0 + c;
+        if (excluded(j)) continue;
         if (g < 0 || j >= nextStart) {
           if (best) atomicMax(p.groupKeys + q * p.groups + g, best);
           g = groupOf(j, p.totalCols, p.groups);
@@ -398,8 +429,10 @@ __global__ void __launch_bounds__(kThreads, 2) scoreTilesKernel(const TileParams
     // kSample
     for (int c = cBegin; c < cEnd; ++c) {
       if (!candidate[c]) continue;
+      const int64_t jl = p.colOffset + n0 + c;  // the request's row: what exclusions name
+      if (excluded(jl)) continue;
       const float s = p.scale * St[c * kSP + lq];
-      const int64_t j = p.indexBase + p.colOffset + n0 + c;
+      const int64_t j = p.indexBase + jl;
       ++cand;
       if (s > lseMax) {
         lseSum = (lseMax == -INFINITY ? 0.0f : lseSum * __expf(lseMax - s)) + 1.0f;
@@ -603,6 +636,7 @@ struct Workspace {
   DeviceBuffer<int64_t> outCount;
   DeviceBuffer<unsigned long long> groupKeys;
   DeviceBuffer<float> matrix;
+  DeviceBuffer<int32_t> exclRows, exclOffsets;
 };
 
 Workspace& workspace() {
@@ -674,6 +708,22 @@ std::vector<SegmentPlan> prepare(const ScoreRequest& req, Workspace& ws, TilePar
   return plans;
 }
 
+/// Uploads the request's exclusions, normalized (exclusions.h), into p.
+void uploadExclusions(const ScoreRequest& req, Workspace& ws, TileParams& p) {
+  p.exclRows = nullptr;
+  p.exclOffsets = nullptr;
+  Exclusions ex;
+  ex.build(req);
+  if (ex.empty()) return;
+  ws.exclRows.reserve(ex.rows.size());
+  ws.exclOffsets.reserve(ex.offsets.size());
+  NC_CUDA_CHECK(cudaMemcpy(ws.exclRows.get(), ex.rows.data(), ex.rows.size() * 4, cudaMemcpyHostToDevice));
+  NC_CUDA_CHECK(
+      cudaMemcpy(ws.exclOffsets.get(), ex.offsets.data(), ex.offsets.size() * 4, cudaMemcpyHostToDevice));
+  p.exclRows = ws.exclRows.get();
+  p.exclOffsets = ws.exclOffsets.get();
+}
+
 void launchSegments(const ScoreRequest& req, const std::vector<SegmentPlan>& plans, TileParams p) {
   const unsigned qBlocks = static_cast<unsigned>(std::max<int64_t>(1, p.bpad / kBQ));
   for (size_t i = 0; i < plans.size(); ++i) {
@@ -732,6 +782,7 @@ void CudaBackend::runScoreAndSample(const ScoreRequest& req, const SampleParams&
   TileParams p;
   const std::vector<SegmentPlan> plans = prepare(req, ws, p, k);
   if (req.batch == 0) return;
+  uploadExclusions(req, ws, p);
   const int64_t draws = params.numDraws;
   const int64_t chunks = totalChunks(plans);
   const int64_t numLists = 2 * chunks;
@@ -784,6 +835,7 @@ void CudaBackend::runScoreGroupMax(const ScoreRequest& req, int64_t groups, floa
   TileParams p;
   const std::vector<SegmentPlan> plans = prepare(req, ws, p, 0);
   if (req.batch == 0) return;
+  uploadExclusions(req, ws, p);
   const size_t count = static_cast<size_t>(req.batch * groups);
   ws.groupKeys.reserve(count);
   ws.outScore.reserve(count);

@@ -12,12 +12,15 @@
  * `col` is the global row in the concatenated index space (scoreAndSample) or
  * the matrix column (sampleCandidates); the indices returned are
  * columnOffset + col (both offsets 0 unless given: a shard of a global problem). Rows are streamed tile by tile; no
- * batch x N matrix is built except by scoreMatrix.
+ * batch x N matrix is built except by scoreMatrix. A query's excluded rows
+ * (request.exclusions, the request's own row numbers before columnOffset) are
+ * skipped like rows that are not candidates, by scoreAndSample and
+ * scoreGroupMax; the other rows keep their noise.
  */
 import type {
   GroupMaxResult, KernelBackend, SampleParams, SampleResult, ScoreRequest, StoreBackend,
 } from '../backend';
-import { typeError } from '../errors';
+import { rangeError, typeError } from '../errors';
 import { groupStart } from './groups';
 import { decodeTable } from './half';
 import { GUMBEL_MAX, GumbelNoise } from './philox';
@@ -65,6 +68,38 @@ function segmentsOf(req: ScoreRequest): Segment[] {
     offset += store.size;
   });
   return segments;
+}
+
+/** Per-query excluded rows, each query's sorted (CSR), or null when the request has none. */
+interface SortedExclusions {
+  rows: Int32Array;
+  offsets: Int32Array;   // batch + 1
+}
+
+/** The request's exclusions, checked against batch and `total` rows, each query's rows sorted. */
+function exclusionsOf(req: ScoreRequest, total: number): SortedExclusions | null {
+  const ex = req.exclusions, off = req.exclusionOffsets;
+  if (ex === undefined && off === undefined) return null;
+  if (!(off instanceof Int32Array)) {
+    throw typeError('request.exclusionOffsets', `an Int32Array of ${req.batch + 1} offsets (with request.exclusions)`, off);
+  }
+  if (off.length !== req.batch + 1) {
+    throw rangeError('request.exclusionOffsets', `an Int32Array of length ${req.batch + 1}`, `length ${off.length}`);
+  }
+  if (off[0] !== 0) throw rangeError('request.exclusionOffsets', '0 at index 0', off[0]);
+  for (let b = 0; b < req.batch; b++) {
+    if (off[b + 1] < off[b]) throw rangeError('request.exclusionOffsets', 'non-decreasing', `${off[b + 1]} after ${off[b]} at index ${b + 1}`);
+  }
+  const count = off[req.batch];
+  if (!(ex instanceof Int32Array)) throw typeError('request.exclusions', `an Int32Array of ${count} rows (with request.exclusionOffsets)`, ex);
+  if (ex.length !== count) throw rangeError('request.exclusions', `an Int32Array of length ${count} (exclusionOffsets[batch])`, `length ${ex.length}`);
+  for (let i = 0; i < count; i++) {
+    if (ex[i] < 0 || ex[i] >= total) throw rangeError('request.exclusions', `rows in [0, ${total})`, `${ex[i]} at index ${i}`);
+  }
+  if (count === 0) return null;
+  const rows = Int32Array.from(ex);
+  for (let b = 0; b < req.batch; b++) rows.subarray(off[b], off[b + 1]).sort();
+  return { rows, offsets: Int32Array.from(off) };
 }
 
 /** Rows of the index space. */
@@ -215,15 +250,26 @@ function scoreAndSample(req: ScoreRequest, params: SampleParams): SampleResult {
   const { batch, dim, queries } = req;
   const scale = req.scale;
   const sampler = new Sampler(batch, params);
+  const ex = exclusionsOf(req, totalOf(segments));
+  // Per query: the first of its excluded rows not yet passed (rows come in increasing order).
+  const cursor = ex === null ? null : ex.offsets.slice(0, batch);
   const dots = new Float64Array(batch * TILE_ROWS);
   forEachTile(req, segments, (tile, start, rows, filled, fStart) => {
     tileDots(queries, batch, dim, tile, rows, filled, fStart, dots);
     for (let b = 0; b < batch; b++) {
       const dOff = b * rows;
+      let c = 0, cEnd = 0;
+      if (ex !== null) { c = cursor![b]; cEnd = ex.offsets[b + 1]; }
       for (let r = 0; r < rows; r++) {
         if (filled !== null && filled[fStart + r] === 0) continue;
+        if (c < cEnd) {
+          const j = start + r;
+          while (c < cEnd && ex!.rows[c] < j) c++;
+          if (c < cEnd && ex!.rows[c] === j) continue;
+        }
         sampler.offer(b, start + r, Math.fround(scale * dots[dOff + r]));
       }
+      if (ex !== null) cursor![b] = c;
     }
   });
   return sampler.result(batch, params.numDraws);
@@ -239,6 +285,8 @@ function scoreGroupMax(req: ScoreRequest, groups: number): GroupMaxResult {
   // Group of each global row, walked incrementally (src/js/groups.ts).
   const starts = new Float64Array(groups + 1);
   for (let g = 0; g <= groups; g++) starts[g] = groupStart(g, total, groups);
+  const ex = exclusionsOf(req, total);
+  const cursor = ex === null ? null : ex.offsets.slice(0, batch);
   const dots = new Float64Array(batch * TILE_ROWS);
   forEachTile(req, segments, (tile, start, rows, filled, fStart) => {
     tileDots(queries, batch, dim, tile, rows, filled, fStart, dots);
@@ -247,10 +295,16 @@ function scoreGroupMax(req: ScoreRequest, groups: number): GroupMaxResult {
     for (let b = 0; b < batch; b++) {
       const dOff = b * rows;
       let g = g0;
+      let c = 0, cEnd = 0;
+      if (ex !== null) { c = cursor![b]; cEnd = ex.offsets[b + 1]; }
       for (let r = 0; r < rows; r++) {
         const j = start + r;
         while (starts[g + 1] <= j) g++;
         if (filled !== null && filled[fStart + r] === 0) continue;
+        if (c < cEnd) {
+          while (c < cEnd && ex!.rows[c] < j) c++;
+          if (c < cEnd && ex!.rows[c] === j) continue;
+        }
         const s = Math.fround(scale * dots[dOff + r]);
         const o = b * groups + g;
         const cur = scores[o];
@@ -260,6 +314,7 @@ function scoreGroupMax(req: ScoreRequest, groups: number): GroupMaxResult {
           rowsOut[o] = j;
         }
       }
+      if (ex !== null) cursor![b] = c;
     }
   });
   return { scores, rows: rowsOut };

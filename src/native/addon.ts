@@ -34,6 +34,8 @@ export interface NativeScoreRequest {
   queries: Float32Array; batch: number; dim: number;
   segments: Array<{ store: NativeStoreHandle; column: number }>;
   scale: number; scoreEmptyRows: boolean; threads: number;
+  /** Per-query exclusions (CSR): both or neither (binding/args.cc). */
+  exclusions?: Int32Array; exclusionOffsets?: Int32Array;
 }
 export interface NativeSampleParams {
   mode: number /* 0 gumbel, 1 max, 2 none */; invTemp: number; numDraws: number; seed: number; call: number;

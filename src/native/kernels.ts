@@ -25,7 +25,7 @@ function isHandleStore(s: StoreBackend, kind: BackendName): s is HandleStoreLike
 
 /** The request in the addon's form; every source must be a store of `kind` (storeLabel names it in the error). */
 function toNativeRequest(req: ScoreRequest, kind: BackendName, storeLabel: string): NativeScoreRequest {
-  return {
+  const out: NativeScoreRequest = {
     queries: req.queries,
     batch: req.batch,
     dim: req.dim,
@@ -39,6 +39,11 @@ function toNativeRequest(req: ScoreRequest, kind: BackendName, storeLabel: strin
     scoreEmptyRows: req.scoreEmptyRows,
     threads: req.threads ?? 0,
   };
+  if (req.exclusions !== undefined || req.exclusionOffsets !== undefined) {
+    out.exclusions = req.exclusions;
+    out.exclusionOffsets = req.exclusionOffsets;
+  }
+  return out;
 }
 function toNativeParams(p: SampleParams): NativeSampleParams {
   const mode = MODE_CODE[p.mode];

@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "cpu/dispatch.h"
 #include "cpu/tier.h"
+#include "exclusions.h"
 #include "rng.h"
 #include "test_util.h"
 
@@ -184,12 +185,14 @@ void referenceDraws(const double* S, const uint8_t* cand, int64_t N, int64_t row
 }
 
 /// Checks draws of a kernel against the reference (tolerating near-ties).
-void checkDraws(const char* what, const std::vector<double>& S, const std::vector<uint8_t>& cand,
-                int64_t batch, int64_t N, const nc::SampleParams& sp, const Draws& d) {
+/// Query b's candidate flags are cand[b * candStride ..] (stride 0: shared).
+void checkDraws(const char* what, const std::vector<double>& S, const std::vector<uint8_t>& candAll,
+                int64_t batch, int64_t N, const nc::SampleParams& sp, const Draws& d, int64_t candStride = 0) {
   std::vector<std::pair<double, int64_t>> best;
-  int64_t nc = 0;
-  for (int64_t j = 0; j < N; ++j) nc += cand[j];
   for (int64_t b = 0; b < batch; ++b) {
+    const uint8_t* cand = candAll.data() + b * candStride;
+    int64_t nc = 0;
+    for (int64_t j = 0; j < N; ++j) nc += cand[j];
     EXPECT(d.cands[b] == nc, "%s: candidates %lld vs %lld", what, (long long)d.cands[b], (long long)nc);
     // lse
     double M = -kInf;
@@ -212,7 +215,7 @@ void checkDraws(const char* what, const std::vector<double>& S, const std::vecto
       for (int64_t i = 0; i < sp.numDraws; ++i) EXPECT(d.idx[b * sp.numDraws + i] == -1, "%s: none mode draw", what);
       continue;
     }
-    referenceDraws(S.data() + b * N, cand.data(), N, b, sp, best);
+    referenceDraws(S.data() + b * N, cand, N, b, sp, best);
     for (int64_t i = 0; i < sp.numDraws; ++i) {
       const int32_t got = d.idx[b * sp.numDraws + i];
       if (i >= static_cast<int64_t>(best.size())) {
@@ -594,6 +597,194 @@ void testPhiloxTiers() {
   }
 }
 
+/// Per-query exclusion lists (CSR) for a problem: random rows with repeats,
+/// including whole-cache exclusions for some queries; flags[b * N + j] = 1
+/// where row j stays a candidate of query b.
+struct ExclusionLists {
+  std::vector<int32_t> rows, offsets;
+  std::vector<uint8_t> flags;
+};
+
+ExclusionLists makeExclusions(std::mt19937_64& rng, int64_t B, int64_t N, const std::vector<uint8_t>& cand) {
+  ExclusionLists e;
+  e.offsets.push_back(0);
+  e.flags.assign(static_cast<size_t>(B * N), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t j = 0; j < N; ++j) e.flags[b * N + j] = cand[j];
+    const int kind = static_cast<int>(rng() % 6);
+    int64_t count = kind == 0 ? 0 : kind == 1 ? N : static_cast<int64_t>(rng() % std::min<int64_t>(N + 1, 40));
+    for (int64_t i = 0; i < count && N > 0; ++i) {
+      const int32_t j = static_cast<int32_t>(kind == 1 ? i : static_cast<int64_t>(rng() % N));
+      e.rows.push_back(j);
+      if (rng() % 4 == 0) e.rows.push_back(j);  // repeats are allowed
+      e.flags[b * N + j] = 0;
+    }
+    e.offsets.push_back(static_cast<int32_t>(e.rows.size()));
+  }
+  return e;
+}
+
+/// Exclusions::build and ExclusionCursor against brute force, then
+/// scoreAndSample / scoreGroupMax with exclusions against the float64
+/// reference over each query's remaining candidates (baseline and AVX2, 1 vs
+/// 3 threads); scoreMatrix ignores exclusions; bad lists are ERR_ARGUMENT.
+void testExclusions() {
+  std::mt19937_64 rng(99);
+  // The helper alone.
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t B = 1 + static_cast<int64_t>(rng() % 20), N = 1 + static_cast<int64_t>(rng() % 300);
+    std::vector<uint8_t> all(static_cast<size_t>(N), 1);
+    const ExclusionLists e = makeExclusions(rng, B, N, all);
+    nc::ScoreRequest r;
+    r.batch = B;
+    r.exclusions = e.rows.data();
+    r.exclusionOffsets = e.offsets.data();
+    nc::Exclusions ex;
+    ex.build(r);
+    // Per query: sorted unique rows.
+    for (int64_t b = 0; b < B && !ex.empty(); ++b) {
+      std::vector<int32_t> want(e.rows.begin() + e.offsets[b], e.rows.begin() + e.offsets[b + 1]);
+      std::sort(want.begin(), want.end());
+      want.erase(std::unique(want.begin(), want.end()), want.end());
+      std::vector<int32_t> got(ex.rows.begin() + ex.offsets[b], ex.rows.begin() + ex.offsets[b + 1]);
+      EXPECT(got == want, "exclusions: query %lld rows not normalized", (long long)b);
+    }
+    // A cursor over random increasing tiles (gaps = rows that are not candidates).
+    const int64_t begin = static_cast<int64_t>(rng() % N);
+    nc::ExclusionCursor cur(ex, begin);
+    std::vector<nc::ExclusionHit> hits;
+    std::vector<int32_t> tileRows;
+    int64_t j = begin, found = 0, expected = 0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = begin; i < N; ++i) expected += e.flags[b * N + i] == 0 && (i % 3 != 1);
+    while (j < N) {
+      tileRows.clear();
+      const int64_t len = 1 + static_cast<int64_t>(rng() % 24);
+      for (; j < N && static_cast<int64_t>(tileRows.size()) < len; ++j)
+        if (j % 3 != 1) tileRows.push_back(static_cast<int32_t>(j));  // rows j % 3 == 1 skipped
+      if (tileRows.empty()) continue;
+      cur.tile(tileRows.data(), static_cast<int64_t>(tileRows.size()), hits);
+      for (const nc::ExclusionHit& h : hits) {
+        const int32_t row = tileRows[h.tileRow];
+        EXPECT(e.flags[h.query * N + row] == 0, "cursor: hit (%d, %d) is not excluded", row, h.query);
+      }
+      found += static_cast<int64_t>(hits.size());
+    }
+    EXPECT(found == expected, "cursor: %lld hits, want %lld", (long long)found, (long long)expected);
+  }
+
+  // The kernels.
+  int cases = 0;
+  for (const bool baseline : {false, true}) {
+    nc::cpu::setForceBaseline(baseline);
+    for (int trial = 0; trial < 24; ++trial) {
+      const int64_t B = 1 + static_cast<int64_t>(rng() % 37), D = 1 + static_cast<int64_t>(rng() % 40);
+      const std::vector<int64_t> rows = trial % 3 == 0 ? std::vector<int64_t>{700, 0, 2100}
+                                                       : std::vector<int64_t>{1 + static_cast<int64_t>(rng() % 5000)};
+      const nc::DType st = trial % 4 == 1 ? nc::DType::Float16 : nc::DType::Float32;
+      Problem p = makeProblem(rng, B, D, rows, st, trial % 2 ? 1.0 : 0.5, trial % 3 == 2 ? 1.0f : 20.0f);
+      std::vector<double> S;
+      std::vector<uint8_t> cand;
+      p.reference(S, cand);
+      const int64_t N = p.n();
+      const ExclusionLists e = makeExclusions(rng, B, N, cand);
+      for (int mode = 0; mode < 3; ++mode) {
+        nc::SampleParams sp;
+        sp.mode = static_cast<nc::SampleMode>(mode);
+        sp.invTemp = trial % 2 ? 1.0 : 0.4;
+        sp.numDraws = 1 + static_cast<int64_t>(rng() % 9);
+        sp.seed = rng() & ((1ULL << 53) - 1);
+        sp.call = rng() % 4;
+        Draws d[2];
+        for (int t = 0; t < 2; ++t) {
+          d[t].idx.assign(static_cast<size_t>(B * sp.numDraws), -7);
+          d[t].scores.assign(static_cast<size_t>(B * sp.numDraws), 7.0f);
+          d[t].lse.assign(static_cast<size_t>(B), 7.0f);
+          d[t].cands.assign(static_cast<size_t>(B), -7);
+          nc::SampleOutput out{d[t].idx.data(), d[t].scores.data(), d[t].lse.data(), d[t].cands.data()};
+          nc::ScoreRequest r = p.req();
+          r.threads = t == 0 ? 3 : 1;
+          r.exclusions = e.rows.data();
+          r.exclusionOffsets = e.offsets.data();
+          nc::cpuBackend().scoreAndSample(r, sp, out);
+        }
+        char what[160];
+        std::snprintf(what, sizeof what, "exclusions %s B=%lld D=%lld N=%lld mode=%d k=%lld",
+                      baseline ? "baseline" : "dispatch", (long long)B, (long long)D, (long long)N, mode,
+                      (long long)sp.numDraws);
+        checkDraws(what, S, e.flags, B, N, sp, d[0], N);
+        EXPECT(sameDraws(d[0], d[1], true), "%s: 1 vs 3 threads differ", what);
+        ++cases;
+      }
+      // Group max skips the excluded rows.
+      const int64_t groups = 1 + static_cast<int64_t>(rng() % std::min<int64_t>(N, 50));
+      std::vector<float> gs(static_cast<size_t>(B * groups));
+      std::vector<int32_t> gr(static_cast<size_t>(B * groups));
+      nc::ScoreRequest r = p.req();
+      r.exclusions = e.rows.data();
+      r.exclusionOffsets = e.offsets.data();
+      nc::cpuBackend().scoreGroupMax(r, groups, gs.data(), gr.data());
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t g = 0; g < groups; ++g) {
+          double best = -kInf;
+          int64_t bi = -1;
+          for (int64_t j = g * N / groups; j < (g + 1) * N / groups; ++j) {
+            if (!e.flags[b * N + j]) continue;
+            const double sv = static_cast<float>(S[b * N + j]);
+            if (sv > best) {
+              best = sv;
+              bi = j;
+            }
+          }
+          const int32_t got = gr[b * groups + g];
+          if (bi < 0) {
+            EXPECT(got == -1, "exclusions groupMax: b=%lld g=%lld got %d, want none", (long long)b, (long long)g, got);
+          } else {
+            EXPECT(got >= 0 && e.flags[b * N + got] &&
+                       std::fabs(S[b * N + got] - best) < 1e-4 * (1 + std::fabs(best)),
+                   "exclusions groupMax: b=%lld g=%lld got %d want %lld", (long long)b, (long long)g, got,
+                   (long long)bi);
+          }
+        }
+      }
+      // scoreMatrix ignores exclusions.
+      std::vector<float> m(static_cast<size_t>(B * N));
+      nc::cpuBackend().scoreMatrix(r, m.data());
+      bool finite = true;
+      for (float v : m) finite = finite && std::isfinite(v);
+      EXPECT(finite, "scoreMatrix must ignore exclusions");
+    }
+  }
+  nc::cpu::setForceBaseline(false);
+
+  // Bad lists: ERR_ARGUMENT.
+  Problem p = makeProblem(rng, 2, 4, {10}, nc::DType::Float32, 1.0, 1.0f);
+  const std::vector<std::vector<int32_t>> badRows = {{0, 10}, {-1, 0}, {0, 1}};
+  const std::vector<std::vector<int32_t>> badOffsets = {{0, 1, 2}, {0, 1, 2}, {1, 1, 2}};
+  for (size_t i = 0; i <= badRows.size(); ++i) {
+    bool threw = false;
+    std::vector<int32_t> idx(2);
+    std::vector<float> sc(2), lse(2);
+    nc::SampleOutput out{idx.data(), sc.data(), lse.data(), nullptr};
+    nc::ScoreRequest r = p.req();
+    const std::vector<int32_t> decreasing = {0, 2, 1};
+    if (i < badRows.size()) {
+      r.exclusions = badRows[i].data();
+      r.exclusionOffsets = badOffsets[i].data();
+    } else {
+      r.exclusions = badRows[2].data();
+      r.exclusionOffsets = decreasing.data();
+    }
+    try {
+      nc::cpuBackend().scoreAndSample(r, nc::SampleParams{}, out);
+    } catch (const nc::Error& e) {
+      threw = e.code() == "ERR_ARGUMENT";
+    }
+    EXPECT(threw, "bad exclusion list %zu must throw ERR_ARGUMENT", i);
+  }
+  std::printf("exclusions: %d cases ok\n", cases);
+}
+
 }  // namespace
 
 int main() {
@@ -607,6 +798,7 @@ int main() {
   testThresholdExchange();
   testSampleCandidates();
   testChiSquare();
+  testExclusions();
   if (failures) {
     std::printf("%d failure(s)\n", failures);
     return 1;
