@@ -58,6 +58,29 @@ for (const kind of ['js', 'native']) {
       const off = kern.sampleCandidates(m.slice(0, B * 40).map((_, i) => m[Math.floor(i / 40) * N + 57 + (i % 40)]), B, 40, { ...params, columnOffset: 57 });
       for (let i = 0; i < off.indices.length; i++) assert.ok(off.indices[i] >= 57 && off.indices[i] < 97);
     });
+    it('exclusions name the shard\'s own rows: a shard with columnOffset draws what the whole pass draws with the same rows excluded', () => {
+      const params = { mode: 'gumbel', invTemp: 1, numDraws: k, seed: 31, call: 2 };
+      const a = 41;
+      // Query b excludes global rows a + (b % 5) and a + 10 + b (both in the shard [41, 97)).
+      const excl = (base) => {
+        const rows = [], offs = [0];
+        for (let b = 0; b < B; b++) { rows.push(a + (b % 5) - base, a + 10 + b - base); offs.push(rows.length); }
+        return { exclusions: Int32Array.from(rows), exclusionOffsets: Int32Array.from(offs) };
+      };
+      const shardVals = values.slice(a * dim);
+      const part = kern.scoreAndSample({ ...req(store(kind, shardVals, N - a, dim), queries, B), ...excl(a) }, { ...params, columnOffset: a });
+      // The whole pass restricted to the shard: rows [0, a) left empty (not candidates).
+      const s = createStore(kind, [{ key: 'emb', dtype: 'float32', storage: 'float32', width: dim }], N);
+      s.update({ useLru: false, numUpdated: N - a, updatedValues: { emb: shardVals },
+        updatedIndices: Int32Array.from({ length: N - a }, (_, i) => a + i), updatedMask: null, numNew: 0, newValues: {}, newMask: null });
+      const whole = kern.scoreAndSample({ ...req(s, queries, B), scoreEmptyRows: false, ...excl(0) }, params);
+      assert.deepStrictEqual(Array.from(part.indices), Array.from(whole.indices));
+      for (let b = 0; b < B; b++) assert.ok(Math.abs(part.lse[b] - whole.lse[b]) < 1e-5 * (1 + Math.abs(whole.lse[b])));
+      for (let i = 0; i < part.indices.length; i++) {
+        const b = Math.floor(i / k);
+        assert.ok(part.indices[i] !== a + (b % 5) && part.indices[i] !== a + 10 + b, `query ${b} drew an excluded row`);
+      }
+    });
     if (kind === 'native') {
       it('rejects offsets out of range', () => {
         const s = store(kind, values, N, dim);
