@@ -435,8 +435,111 @@ void noiseBlocks8Avx2(const NoiseKey* key, const uint32_t* rows, const uint32_t*
     for (int i = 0; i < 4; ++i) words[4 * l + i] = lanes[i][l];
 }
 
+// --- weighted-sum epilogue of the full-cache log-sum-exp ----------------------
+
+/// a[d] *= f for d < dim.
+void scaleRowAvx2(float* a, int64_t dim, float f) {
+  const __m256 v = _mm256_set1_ps(f);
+  int64_t d = 0;
+  for (; d + 8 <= dim; d += 8) _mm256_storeu_ps(a + d, _mm256_mul_ps(_mm256_loadu_ps(a + d), v));
+  for (; d < dim; ++d) a[d] *= f;
+}
+
+void lseGradTileAvx2(const LseGradTile* t) {
+  const int64_t dim = t->dim, nrows = t->nrows, qcount = t->qcount;
+  // Weights exp(S - newMax), [nrows][16] (padded lanes are computed and ignored).
+  alignas(32) float w[kTileRows * 16];
+  const __m256 m0 = _mm256_loadu_ps(t->newMax), m1 = _mm256_loadu_ps(t->newMax + 8);
+  for (int64_t r = 0; r < nrows; ++r) {
+    _mm256_store_ps(w + r * 16, exp256(_mm256_sub_ps(_mm256_loadu_ps(t->sb + r * 16), m0)));
+    _mm256_store_ps(w + r * 16 + 8, exp256(_mm256_sub_ps(_mm256_loadu_ps(t->sb + r * 16 + 8), m1)));
+  }
+  for (int64_t i = 0; i < qcount; ++i) {
+    const float old = t->oldMax[i], M = t->newMax[i];
+    if (old != M) {
+      alignas(32) float f[8];
+      _mm256_store_ps(f, exp256(_mm256_set1_ps(old - M)));
+      scaleRowAvx2(t->acc + i * dim, dim, old > -__builtin_inff() ? f[0] : 0.0f);
+    }
+  }
+  const int64_t rem = dim & 7;
+  const __m256i tailMask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  // Two queries at a time share each load of a row. For an odd last query
+  // the second is a copy with weight 0 whose (unchanged) result is stored
+  // first, then overwritten by the real one.
+  for (int64_t i = 0; i < qcount; i += 2) {
+    const bool two = i + 1 < qcount;
+    float* a0 = t->acc + i * dim;
+    float* a1 = two ? a0 + dim : a0;
+    int32_t list[kTileRows];
+    alignas(32) float wa[kTileRows], wb[kTileRows];
+    int n = 0;
+    for (int64_t r = 0; r < nrows; ++r) {
+      const float x = w[r * 16 + i], y = two ? w[r * 16 + i + 1] : 0.0f;
+      if (x >= kLseGradSkip || y >= kLseGradSkip) {
+        list[n] = static_cast<int32_t>(r);
+        wa[n] = x;
+        wb[n] = y;
+        ++n;
+      }
+    }
+    if (n == 0) continue;
+    const float* const* rows = t->rows;
+    int64_t d = 0;
+    for (; d + 32 <= dim; d += 32) {
+      __m256 x0 = _mm256_loadu_ps(a0 + d), x1 = _mm256_loadu_ps(a0 + d + 8);
+      __m256 x2 = _mm256_loadu_ps(a0 + d + 16), x3 = _mm256_loadu_ps(a0 + d + 24);
+      __m256 y0 = _mm256_loadu_ps(a1 + d), y1 = _mm256_loadu_ps(a1 + d + 8);
+      __m256 y2 = _mm256_loadu_ps(a1 + d + 16), y3 = _mm256_loadu_ps(a1 + d + 24);
+      for (int k = 0; k < n; ++k) {
+        const float* e = rows[list[k]] + d;
+        const __m256 va = _mm256_broadcast_ss(wa + k), vb = _mm256_broadcast_ss(wb + k);
+        const __m256 e0 = _mm256_loadu_ps(e), e1 = _mm256_loadu_ps(e + 8);
+        const __m256 e2 = _mm256_loadu_ps(e + 16), e3 = _mm256_loadu_ps(e + 24);
+        x0 = _mm256_fmadd_ps(va, e0, x0);
+        x1 = _mm256_fmadd_ps(va, e1, x1);
+        x2 = _mm256_fmadd_ps(va, e2, x2);
+        x3 = _mm256_fmadd_ps(va, e3, x3);
+        y0 = _mm256_fmadd_ps(vb, e0, y0);
+        y1 = _mm256_fmadd_ps(vb, e1, y1);
+        y2 = _mm256_fmadd_ps(vb, e2, y2);
+        y3 = _mm256_fmadd_ps(vb, e3, y3);
+      }
+      _mm256_storeu_ps(a1 + d, y0);
+      _mm256_storeu_ps(a1 + d + 8, y1);
+      _mm256_storeu_ps(a1 + d + 16, y2);
+      _mm256_storeu_ps(a1 + d + 24, y3);
+      _mm256_storeu_ps(a0 + d, x0);
+      _mm256_storeu_ps(a0 + d + 8, x1);
+      _mm256_storeu_ps(a0 + d + 16, x2);
+      _mm256_storeu_ps(a0 + d + 24, x3);
+    }
+    for (; d + 8 <= dim; d += 8) {
+      __m256 x0 = _mm256_loadu_ps(a0 + d), y0 = _mm256_loadu_ps(a1 + d);
+      for (int k = 0; k < n; ++k) {
+        const __m256 e0 = _mm256_loadu_ps(rows[list[k]] + d);
+        x0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wa + k), e0, x0);
+        y0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wb + k), e0, y0);
+      }
+      _mm256_storeu_ps(a1 + d, y0);
+      _mm256_storeu_ps(a0 + d, x0);
+    }
+    if (rem > 0) {
+      __m256 x0 = _mm256_maskload_ps(a0 + d, tailMask), y0 = _mm256_maskload_ps(a1 + d, tailMask);
+      for (int k = 0; k < n; ++k) {
+        const __m256 e0 = _mm256_maskload_ps(rows[list[k]] + d, tailMask);
+        x0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wa + k), e0, x0);
+        y0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wb + k), e0, y0);
+      }
+      _mm256_maskstore_ps(a1 + d, tailMask, y0);
+      _mm256_maskstore_ps(a0 + d, tailMask, x0);
+    }
+  }
+}
+
 const MicroKernel kAvx2Kernel = {convertRowAvx2, gemmBlockAvx2};
-const Epilogue kAvx2Epilogue = {sampleTileAvx2, groupMaxTileAvx2, noiseBlocks8Avx2};
+const Epilogue kAvx2Epilogue = {sampleTileAvx2, groupMaxTileAvx2, noiseBlocks8Avx2, lseGradTileAvx2};
 
 }  // namespace
 
