@@ -8,6 +8,7 @@
 // tile loop. Chunk partials are folded in chunk order, a wave of chunks at a
 // time (bounded memory), so every output is the same for any thread count.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -15,6 +16,7 @@
 
 #include "cpu_backend.h"
 #include "driver.h"
+#include "lse_grad.h"
 #include "thread_pool.h"
 
 namespace nc {
@@ -24,10 +26,13 @@ namespace {
 
 constexpr float kInfF = std::numeric_limits<float>::infinity();
 
+std::atomic<int64_t> gWaveOverride{0};
+
 /// Chunks whose partials are held at once: about 32 MB of accumulators, at
 /// least 8 and at most 64 chunks (a function of the shape only, never of the
 /// thread count).
 int64_t waveChunksFor(int64_t bpad, int64_t dim) {
+  if (const int64_t w = gWaveOverride.load(); w > 0) return w;
   const int64_t perChunk = bpad * dim * static_cast<int64_t>(sizeof(float));
   return std::max<int64_t>(8, std::min<int64_t>(64, (int64_t{32} << 20) / std::max<int64_t>(perChunk, 1)));
 }
@@ -101,6 +106,8 @@ void fold(Total t, int64_t dim, float m, double s, const float* a) {
 }
 
 }  // namespace
+
+void setLseWaveChunks(int64_t chunks) { gWaveOverride.store(chunks > 0 ? chunks : 0); }
 
 void CpuBackend::runCacheLse(const ScoreRequest& req, const float* extra, CacheLseOutput& out) const {
   Prepared p;
