@@ -58,7 +58,7 @@ function resolveStores(caches: unknown, embeddingKey: string, dim: number): Stor
   } else {
     if (caches === null || typeof caches !== 'object' || isTensor(caches)) throw typeError('caches', CACHES_EXPECTED, caches);
     const names = Object.keys(caches).sort();
-    if (names.length === 0) throw typeError('caches', CACHES_EXPECTED, 'an empty object');
+    if (names.length === 0) throw typeErrorText('caches', CACHES_EXPECTED, 'an empty object');
     for (const n of names) named.push([(caches as Record<string, unknown>)[n], `caches[${JSON.stringify(n)}]`]);
   }
   const stores: StoreBackend[] = [];
