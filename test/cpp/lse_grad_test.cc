@@ -2,13 +2,15 @@
 // against a naive float64 reference: random shapes (odd batch / dim, several
 // segments, float16 / bfloat16 storage, partly filled, scoreEmptyRows, the
 // extra row), bit-identical outputs for 1 / 2 / 3 threads and any wave size,
-// forced baseline vs AVX2, no candidates at all, and the ERR_ARGUMENT checks.
+// forced baseline vs AVX2, no candidates at all, the ERR_ARGUMENT checks, and
+// ERR_UNSUPPORTED from a backend without the pass (CUDA).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -349,11 +351,42 @@ void testEdgeCases() {
   EXPECT(threw, "null outputs must throw ERR_ARGUMENT");
 }
 
+/// A backend without the pass (like CUDA): the default runCacheLse throws ERR_UNSUPPORTED naming it.
+class NoLseBackend final : public nc::Backend {
+ public:
+  const char* name() const override { return "test"; }
+  std::unique_ptr<nc::CacheStore> createStore(std::vector<nc::ColumnSpec>, int64_t) const override { return nullptr; }
+
+ protected:
+  void runScoreAndSample(const nc::ScoreRequest&, const nc::SampleParams&, nc::SampleOutput&) const override {}
+  void runScoreGroupMax(const nc::ScoreRequest&, int64_t, float*, int32_t*) const override {}
+  void runSampleCandidates(const float*, int64_t, int64_t, const nc::SampleParams&, int, nc::SampleOutput&) const override {}
+  void runScoreMatrix(const nc::ScoreRequest&, float*) const override {}
+};
+
+void testUnsupported() {
+  std::mt19937_64 rng(2);
+  Problem p = makeProblem(rng, 2, 3, {4}, nc::DType::Float32, 1.0, 1.0f);
+  std::vector<float> lse(2, 7.0f), w(6, 7.0f);
+  nc::CacheLseOutput out{lse.data(), w.data(), nullptr};
+  std::string code, msg;
+  try {
+    NoLseBackend().cacheLse(p.req(), nullptr, out);
+  } catch (const nc::Error& e) {
+    code = e.code();
+    msg = e.what();
+  }
+  EXPECT(code == "ERR_UNSUPPORTED" && msg.find("test backend") != std::string::npos, "default runCacheLse: %s %s",
+         code.c_str(), msg.c_str());
+  EXPECT(lse[0] == 7.0f && w[0] == 7.0f, "default runCacheLse wrote its outputs");
+}
+
 }  // namespace
 
 int main() {
   std::printf("cpu: usingAvx2=%d\n", nc::cpu::usingAvx2());
   testEdgeCases();
+  testUnsupported();
   testRandomShapes(false);
   testRandomShapes(true);
   testBaselineVsAvx2();
