@@ -8,12 +8,17 @@
 //                    [--storage float32|float16|bfloat16] [--impl native,js,tfjs,tfjs-wasm]
 //                    [--threads T] [--runs R] [--scale S] [--exclusions E]
 //   npm run bench -- --compare [--json] [--runs R] [--max-log-n 21]
+//   npm run bench -- --lse-grad [--json] [--runs R] [--threads T]
 //
 // impl: native = this package's fused kernels; js = its pure-JS kernels;
 // tfjs / tfjs-wasm = the same step written with tfjs ops (matMul, Gumbel
 // noise, argMax / topk, logSumExp) on the tfjs cpu / wasm backend.
 // --compare runs the issue's side-by-side comparison in one go (PyTorch peer
 // included when /usr/bin/python3 has torch) and prints the ratios.
+// --lse-grad times the full-cache log-sum-exp with its gradient
+// (cacheLogSumExp: one fused pass) against the plain scoring pass at N =
+// 131072, D = 128, B = 256, and against tfjs matMul + logSumExp + its
+// gradient on the tfjs cpu / wasm backends at N = 16384, and prints the ratios.
 // --json prints one JSON object per line; otherwise a table.
 const path = require('path');
 const { spawnSync } = require('child_process');
@@ -35,7 +40,9 @@ const USAGE = `Usage: npm run bench -- [options]
   --exclusions E          excluded rows per query (0; removeAccidentalHits' per-query exclusions)
   --compare               the side-by-side comparison of issue 3 (PyTorch peer included
                           when /usr/bin/python3 has torch), ending with the ratios
-  --max-log-n L           largest N = 2^L in --compare (21)`;
+  --max-log-n L           largest N = 2^L in --compare (21)
+  --lse-grad              the fused lse + gradient pass (cacheLogSumExp) against the plain
+                          scoring pass and against tfjs matMul + logSumExp + gradient`;
 
 function parseArgs(argv) {
   const a = {
@@ -52,6 +59,7 @@ function parseArgs(argv) {
     switch (k) {
       case '--json': a.json = true; break;
       case '--compare': a.compare = true; break;
+      case '--lse-grad': a.lseGrad = true; break;
       case '--n': a.n = num(v, 'n'); i++; break;
       case '--d': a.d = num(v, 'd'); i++; break;
       case '--b': a.b = num(v, 'b'); i++; break;
@@ -296,6 +304,112 @@ async function compare(o, emit) {
   return rows;
 }
 
+/** The fused lse + gradient pass: the kernel call, or the public op with tf.grad (api). */
+function lseGradStep(o, api) {
+  const store = createStore('native', [{ key: 'emb', dtype: 'float32', storage: o.storage, width: o.d }], o.n);
+  store.initialize({ emb: cacheValues(o.n, o.d) }, null);
+  const qv = queries(o.b, o.d);
+  if (!api) {
+    const k = kernelsFor('native');
+    const req = { queries: qv, batch: o.b, dim: o.d, sources: [{ store, key: 'emb' }], scale: o.scale, scoreEmptyRows: false, threads: o.threads };
+    return { step: () => k.cacheLse(req, null), dispose: () => store.dispose() };
+  }
+  // Through the package root: a NegativeCache over the same rows.
+  const tf = require('@tensorflow/tfjs');
+  const nc = require('..');
+  store.dispose();
+  const m = new nc.CacheManager({ emb: { shape: [o.d], dtype: 'float32', storage: o.storage } }, o.n, { backend: 'native' });
+  const cache = m.initCache({ data: { emb: cacheValues(o.n, o.d) } });
+  const q = tf.tensor2d(qv, [o.b, o.d]);
+  const f = (x) => tf.sum(nc.cacheLogSumExp(x, cache, { embeddingKey: 'emb', scale: o.scale }));
+  const step = () => {
+    const g = tf.grad(f)(q);
+    g.dataSync();
+    g.dispose();
+  };
+  return { step, dispose: () => { q.dispose(); cache.dispose(); } };
+}
+
+/** tfjs ops: logSumExp(scale · q Eᵀ) and its gradient with respect to q. */
+async function tfjsLseGradStep(o, backend) {
+  const tf = require('@tensorflow/tfjs');
+  if (backend === 'wasm') require('@tensorflow/tfjs-backend-wasm');
+  await tf.setBackend(backend);
+  await tf.ready();
+  const E = tf.tensor2d(cacheValues(o.n, o.d), [o.n, o.d]);
+  const q = tf.tensor2d(queries(o.b, o.d), [o.b, o.d]);
+  const f = (x) => tf.sum(tf.logSumExp(tf.mul(tf.matMul(x, E, false, true), o.scale), 1));
+  const step = () => {
+    const { value, grad } = tf.valueAndGrad(f)(q);
+    value.dataSync();
+    grad.dataSync();
+    tf.dispose([value, grad]);
+  };
+  return { step, dispose: () => tf.dispose([E, q]) };
+}
+
+async function timeStep(h, runs) {
+  h.step();  // warm-up
+  const ts = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = process.hrtime.bigint();
+    h.step();
+    ts.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  h.dispose();
+  return { runs, median_ms: +median(ts).toFixed(3), min_ms: +Math.min(...ts).toFixed(3) };
+}
+
+async function lseGradCompare(o, emit) {
+  const threads = o.threads || require('os').cpus().length;
+  const base = { ...o, n: 131072, d: 128, b: 256, topK: 0, numNegatives: 1, storage: 'float32' };
+  const small = { ...base, n: 16384 };
+  const rows = [];
+  const add = (r, label) => { r.label = label; rows.push(r); emit(r); return r; };
+  const row = (impl, x, t) => ({ impl, n: x.n, d: x.d, b: x.b, storage: x.storage, scale: x.scale, threads, ...t });
+  const lse = {}, plain = {}, api = {};
+  for (const scale of [20, 1]) {
+    const x = { ...base, scale };
+    lse[scale] = add(row('native-lse-grad', x, await timeStep(lseGradStep(x, false), o.runs)), `native lse+grad scale=${scale}`);
+    plain[scale] = add(row('native-step', x, await timeStep(kernelStep('native', x), o.runs)), `native scoring step scale=${scale}`);
+  }
+  const k = kernelsFor('native');
+  // The scoring pass with no draws (lse only): the GEMM and the online lse.
+  const lseOnlyH = (() => {
+    const store = createStore('native', [{ key: 'emb', dtype: 'float32', storage: 'float32', width: base.d }], base.n);
+    store.initialize({ emb: cacheValues(base.n, base.d) }, null);
+    const req = { queries: queries(base.b, base.d), batch: base.b, dim: base.d, sources: [{ store, key: 'emb' }], scale: base.scale, scoreEmptyRows: false, threads: o.threads };
+    return { step: () => k.scoreAndSample(req, { mode: 'none', invTemp: 1, numDraws: 1, seed: 0, call: 0 }), dispose: () => store.dispose() };
+  })();
+  const lseOnly = add(row('native-lse-only', base, await timeStep(lseOnlyH, o.runs)), 'native lse only (no draws) scale=20');
+  for (const storage of ['float16', 'bfloat16']) {
+    add(row('native-lse-grad', { ...base, storage }, await timeStep(lseGradStep({ ...base, storage }, false), o.runs)), `native lse+grad ${storage}`);
+  }
+  api[20] = add(row('native-api', base, await timeStep(lseGradStep(base, true), o.runs)), 'cacheLogSumExp + tf.grad scale=20');
+  const smallNative = add(row('native-lse-grad', small, await timeStep(lseGradStep(small, false), o.runs)), 'native lse+grad N=16384');
+  const tfjs = {};
+  for (const [impl, backend] of [['tfjs', 'cpu'], ['tfjs-wasm', 'wasm']]) {
+    try {
+      tfjs[impl] = add(row(`${impl}-lse-grad`, small, await timeStep(await tfjsLseGradStep(small, backend), Math.max(1, Math.min(o.runs, 3)))),
+        `${impl} matMul+logSumExp+grad N=16384`);
+    } catch (e) {
+      process.stderr.write(`${impl}: ${e.message}\n`);
+    }
+  }
+  const ratio = (a, b) => (a && b ? +(a / b).toFixed(3) : null);
+  const summary = {
+    what: 'summary_lse_grad',
+    lse_grad_over_step_scale20: ratio(lse[20].median_ms, plain[20].median_ms),
+    lse_grad_over_step_scale1: ratio(lse[1].median_ms, plain[1].median_ms),
+    lse_grad_over_lse_only_scale20: ratio(lse[20].median_ms, lseOnly.median_ms),
+    api_over_kernel_scale20: ratio(api[20].median_ms, lse[20].median_ms),
+    tfjs_over_native_n16384: ratio(tfjs.tfjs && tfjs.tfjs.median_ms, smallNative.median_ms),
+    tfjs_wasm_over_native_n16384: ratio(tfjs['tfjs-wasm'] && tfjs['tfjs-wasm'].median_ms, smallNative.median_ms),
+  };
+  emit(summary, true);
+  return rows;
+}
+
 async function main() {
   const o = parseArgs(process.argv);
   if (o.help) {
@@ -308,6 +422,11 @@ async function main() {
   }
   if (!loadAddon() && o.impl.split(',').includes('native')) throw new Error('the native addon is not built (npm run build:native)');
   const emitJson = (r) => console.log(JSON.stringify(r));
+  if (o.lseGrad) {
+    const rows = await lseGradCompare(o, o.json ? emitJson : (r, isSummary) => { if (isSummary) console.log(JSON.stringify(r, null, 2)); });
+    if (!o.json) printTable(rows.map((r) => ({ ...r, impl: r.label || r.impl })));
+    return;
+  }
   if (o.compare) {
     const rows = await compare(o, o.json ? emitJson : (r, isSummary) => { if (isSummary) console.log(JSON.stringify(r, null, 2)); });
     if (!o.json) printTable(rows.map((r) => ({ ...r, impl: r.label || r.impl })));

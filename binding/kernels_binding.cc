@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 #include <string>
+#include <vector>
 
 #include "args.h"
 #include "binding.h"
@@ -55,6 +56,29 @@ void ScoreMatrix(const Napi::CallbackInfo& info) {
   const int64_t len = Product(env, req.batch, TotalRows(req), "out");
   float* out = GetTyped<float>(env, info[1], napi_float32_array, len, "out");
   Guard(env, [&] { b.backend->scoreMatrix(req, out); });
+}
+
+// cacheLse(request, extra, outLse, outWeighted, outCandidates): the
+// full-cache log-sum-exp and its softmax-weighted mean embedding (cache_lse.h);
+// extra is null or a finite Float32Array of batch x dim.
+void CacheLse(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const BackendInfo& b = Bound(info);
+  const nc::ScoreRequest req = GetRequest(env, info[0], b);
+  const int64_t bd = Product(env, req.batch, req.dim, "outWeighted");
+  const float* extra = GetOptionalTyped<const float>(env, info[1], napi_float32_array, bd, "extra");
+  if (extra != nullptr) {
+    for (int64_t i = 0; i < bd; ++i)
+      if (!std::isfinite(extra[i])) ThrowRange(env, "extra", "finite", "a non-finite value at index " + std::to_string(i));
+  }
+  nc::CacheLseOutput out{};
+  out.lse = GetTyped<float>(env, info[2], napi_float32_array, req.batch, "outLse");
+  out.weighted = GetTyped<float>(env, info[3], napi_float32_array, bd, "outWeighted");
+  int32_t* cand32 = GetTyped<int32_t>(env, info[4], napi_int32_array, req.batch, "outCandidates");
+  std::vector<int64_t> cand(static_cast<size_t>(req.batch), 0);
+  out.candidates = cand.data();
+  Guard(env, [&] { b.backend->cacheLse(req, extra, out); });
+  for (int64_t i = 0; i < req.batch; ++i) cand32[i] = static_cast<int32_t>(cand[static_cast<size_t>(i)]);
 }
 
 // sampleCandidates(scores, batch, cols, params, threads, out): a host matrix,
@@ -144,6 +168,7 @@ void DefineBackend(Napi::Env env, Napi::Object target, const BackendInfo& b) {
   target.Set("scoreAndSample", Napi::Function::New<ScoreAndSample>(env, "scoreAndSample", data));
   target.Set("scoreGroupMax", Napi::Function::New<ScoreGroupMax>(env, "scoreGroupMax", data));
   target.Set("scoreMatrix", Napi::Function::New<ScoreMatrix>(env, "scoreMatrix", data));
+  target.Set("cacheLse", Napi::Function::New<CacheLse>(env, "cacheLse", data));
 }
 
 void InitCpu(Napi::Env env, Napi::Object exports) {

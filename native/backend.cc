@@ -2,6 +2,7 @@
 #include "backend.h"
 
 #include <cmath>
+#include <string>
 
 #include "exclusions.h"
 
@@ -69,6 +70,17 @@ void Backend::sampleCandidates(const float* scores, int64_t batch, int64_t cols,
 void Backend::scoreMatrix(const ScoreRequest& req, float* out) const {
   checkRequest(req);
   runScoreMatrix(req, out);
+}
+
+void Backend::cacheLse(const ScoreRequest& req, const float* extra, CacheLseOutput& out) const {
+  checkRequest(req);
+  NC_CHECK(req.batch == 0 || (out.lse != nullptr && out.weighted != nullptr), "ERR_ARGUMENT", "cacheLse outputs are null");
+  runCacheLse(req, extra, out);
+}
+
+void Backend::runCacheLse(const ScoreRequest&, const float*, CacheLseOutput&) const {
+  throw Error("ERR_UNSUPPORTED", std::string("negative-cache: cacheLogSumExp is not implemented on the ") + name() +
+                                     " backend (use caches of the native or js backend)");
 }
 
 }  // namespace nc

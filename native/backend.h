@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "cache_lse.h"
 #include "cache_store.h"
 #include "kernels.h"
 
@@ -39,6 +40,10 @@ class Backend {
                         SampleOutput& out) const;
   /// Plain scores (batch x N, float32, host) for slow paths and tests.
   void scoreMatrix(const ScoreRequest& req, float* out) const;
+  /// Full-cache log-sum-exp and its softmax-weighted mean of the candidate
+  /// embeddings, in one streaming pass (cache_lse.h). `extra` (host, batch x
+  /// dim, may be null): row b is one more candidate of query b only.
+  void cacheLse(const ScoreRequest& req, const float* extra, CacheLseOutput& out) const;
 
  protected:
   // The implementations, called with checked arguments.
@@ -48,6 +53,8 @@ class Backend {
   virtual void runSampleCandidates(const float* scores, int64_t batch, int64_t cols, const SampleParams& params,
                                    int threads, SampleOutput& out) const = 0;
   virtual void runScoreMatrix(const ScoreRequest& req, float* out) const = 0;
+  /// Default: nc::Error ERR_UNSUPPORTED (a backend without the pass).
+  virtual void runCacheLse(const ScoreRequest& req, const float* extra, CacheLseOutput& out) const;
 };
 
 /// The CPU backend (native/cpu/).

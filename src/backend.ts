@@ -105,6 +105,19 @@ export interface GroupMaxResult {
   rows: Int32Array;           // batch x groups global rows, -1 for an empty group
 }
 
+/**
+ * The full-cache log-sum-exp of cacheLogSumExp (src/cache_lse.ts), from one
+ * streaming pass: per query b, lse[b] = log sum_j exp(S[b, j]) over the
+ * candidates (plus row b of `extra` when given) and weighted[b] = sum_j
+ * softmax_b(j) e_j over the same candidates (the gradient of lse[b] with
+ * respect to q_b, divided by the scale).
+ */
+export interface CacheLseResult {
+  lse: Float32Array;          // batch: -Infinity when a query has no candidate
+  weighted: Float32Array;     // batch x dim: zeros when a query has no candidate
+  candidates: Int32Array;     // batch: candidates counted (the extra row included)
+}
+
 /** The kernels. Every implementation draws the same noise (see src/js/philox.ts). */
 export interface KernelBackend {
   readonly kind: BackendName;
@@ -114,4 +127,6 @@ export interface KernelBackend {
   sampleCandidates(scores: Float32Array, batch: number, cols: number, params: SampleParams): SampleResult;
   /** S as a dense batch x N matrix (slow path for function score transforms; tests). */
   scoreMatrix(req: ScoreRequest): Float32Array;
+  /** lse and softmax-weighted mean embedding per query, one pass; extra: null or batch x dim (row b for query b only). */
+  cacheLse(req: ScoreRequest, extra: Float32Array | null): CacheLseResult;
 }

@@ -17,6 +17,8 @@ export type { CustomRetrievalFn, GumbelMaxRetrievalFnOptions, RetrievalFn } from
 export { CacheLossHandler, MultiCacheLossHandler, inBatchCrossEntropy } from './handler';
 export type { CacheLossHandlerOptions, HandlerMetrics, SummaryWriter } from './handler';
 export { IsInCacheFilterFn } from './filter';
+export { cacheLogSumExp } from './cache_lse';
+export type { CacheList, CacheLogSumExpOptions } from './cache_lse';
 export { NegativeCacheError } from './errors';
 export { availableBackends } from './backends';
 export type { BackendName, StorageDType, FeatureDType } from './backend';

@@ -1,5 +1,6 @@
 // The CPU backend. Its kernels are one file each: sample.cc
-// (scoreAndSample), group_max.cc, candidates.cc (sampleCandidates), matrix.cc;
+// (scoreAndSample), group_max.cc, candidates.cc (sampleCandidates), matrix.cc,
+// lse_grad.cc (cacheLse);
 // all run on the tiling driver (driver.h) with the ISA tier chosen by the
 // dispatch table (dispatch.cc).
 #pragma once
@@ -20,6 +21,7 @@ class CpuBackend final : public Backend {
   void runSampleCandidates(const float* scores, int64_t batch, int64_t cols, const SampleParams& params, int threads,
                            SampleOutput& out) const override;
   void runScoreMatrix(const ScoreRequest& req, float* out) const override;
+  void runCacheLse(const ScoreRequest& req, const float* extra, CacheLseOutput& out) const override;
 };
 
 }  // namespace cpu

@@ -63,6 +63,26 @@ struct GroupTile {
   int32_t* gidx;           // [groupsInChunk][bpad], offset to this query block
 };
 
+/// One scored block handed to the weighted-sum epilogue of the full-cache
+/// log-sum-exp (lse_grad.cc), after sampleTile (mode none) has updated the
+/// block's lse partials from oldMax to newMax: for each valid query i,
+///   acc_i = acc_i * exp(oldMax[i] - newMax[i]) + sum_r exp(sb[r][i] - newMax[i]) * rows[r]
+/// where terms with a weight below kLseGradSkip may be left out (see there).
+struct LseGradTile {
+  const float* sb;            // [nrows][kQueryBlock] scores S
+  int64_t nrows, qcount, dim;
+  const float* const* rows;   // nrows pointers to dim float32 values (the tile rows)
+  const float* oldMax;        // [kQueryBlock] the chunk's running max before this block
+  const float* newMax;        // [kQueryBlock] ... and after it
+  float* acc;                 // [qcount][dim] the chunk's weighted sums of these queries
+};
+
+/// Weights exp(S - running max) below this are left out of the weighted sum:
+/// the running max is at most the final one and every chunk's sum of weights
+/// is at least 1, so a chunk (at most 8192 rows) drops less than 2^-27 of its
+/// weight, below the float32 rounding of the sums (docs/kernels.md).
+constexpr float kLseGradSkip = 9.094947017729282e-13f;  // 2^-40
+
 /// The micro-kernel of a tier.
 struct MicroKernel {
   /// n values of storage (1 f16, 2 bf16) to float32.
@@ -77,7 +97,7 @@ struct MicroKernel {
   double (*peakLoop)(int64_t iters);
 };
 
-/// The epilogues of a tier (lse + draws; group max).
+/// The epilogues of a tier (lse + draws; group max; lse-gradient weighted sum).
 struct Epilogue {
   void (*sampleTile)(const SampleTile* t);
   void (*groupMaxTile)(const GroupTile* t);
@@ -85,6 +105,8 @@ struct Epilogue {
   /// noiseBlock(key, rows[l], colBlocks[l]).v[i] (checked against the scalar
   /// definition in rng.h by test/cpp/kernels_test.cc).
   void (*noiseBlocks8)(const NoiseKey* key, const uint32_t* rows, const uint32_t* colBlocks, uint32_t* words);
+  /// The weighted sum of the full-cache log-sum-exp (LseGradTile).
+  void (*lseGradTile)(const LseGradTile* t);
 };
 
 /// A row of the dispatch table: a micro-kernel and the epilogue it feeds.

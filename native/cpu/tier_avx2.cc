@@ -464,8 +464,121 @@ double peakLoopAvx2(int64_t iters) {
   return static_cast<double>(iters) * kChains * 8 * 2;
 }
 
+// --- weighted-sum epilogue of the full-cache log-sum-exp ----------------------
+
+/// a[d] *= f for d < dim.
+void scaleRowAvx2(float* a, int64_t dim, float f) {
+  const __m256 v = _mm256_set1_ps(f);
+  int64_t d = 0;
+  for (; d + 8 <= dim; d += 8) _mm256_storeu_ps(a + d, _mm256_mul_ps(_mm256_loadu_ps(a + d), v));
+  for (; d < dim; ++d) a[d] *= f;
+}
+
+void lseGradTileAvx2(const LseGradTile* t) {
+  const int64_t dim = t->dim, nrows = t->nrows, qcount = t->qcount;
+  for (int64_t i = 0; i < qcount; ++i) {
+    const float old = t->oldMax[i], M = t->newMax[i];
+    if (old != M) {
+      alignas(32) float f[8];
+      _mm256_store_ps(f, exp256(_mm256_set1_ps(old - M)));
+      scaleRowAvx2(t->acc + i * dim, dim, old > -__builtin_inff() ? f[0] : 0.0f);
+    }
+  }
+  // Weights exp(S - newMax), [nrows][16], 0 on the lanes past qcount; and per
+  // pair of queries (2p, 2p + 1) the rows where either weight reaches
+  // kLseGradSkip (a bit scan per row, no branch per query).
+  alignas(32) float w[kTileRows * 16];
+  int32_t list[8][kTileRows];
+  int cnt[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 valid0 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(qcount)), lanes));
+  const __m256 valid1 = _mm256_castsi256_ps(
+      _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(qcount) - 8), lanes));
+  const __m256 m0 = _mm256_loadu_ps(t->newMax), m1 = _mm256_loadu_ps(t->newMax + 8);
+  const __m256 skip = _mm256_set1_ps(kLseGradSkip);
+  for (int64_t r = 0; r < nrows; ++r) {
+    const __m256 e0 = _mm256_and_ps(exp256(_mm256_sub_ps(_mm256_loadu_ps(t->sb + r * 16), m0)), valid0);
+    const __m256 e1 = _mm256_and_ps(exp256(_mm256_sub_ps(_mm256_loadu_ps(t->sb + r * 16 + 8), m1)), valid1);
+    _mm256_store_ps(w + r * 16, e0);
+    _mm256_store_ps(w + r * 16 + 8, e1);
+    const uint32_t m = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(e0, skip, _CMP_GE_OQ))) |
+                       (static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(e1, skip, _CMP_GE_OQ))) << 8);
+    for (uint32_t pm = (m | (m >> 1)) & 0x5555u; pm != 0; pm &= pm - 1) {
+      const int p = __builtin_ctz(pm) >> 1;
+      list[p][cnt[p]++] = static_cast<int32_t>(r);
+    }
+  }
+  const int64_t rem = dim & 7;
+  const __m256i tailMask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), lanes);
+  const float* const* rows = t->rows;
+  // Two queries at a time share each load of a row. For an odd last query
+  // the second is itself with weight 0 (lanes past qcount are 0) whose
+  // unchanged result is stored first, then overwritten by the real one.
+  for (int p = 0; p < 8; ++p) {
+    const int n = cnt[p];
+    if (n == 0) continue;
+    const int64_t i = 2 * p;
+    const int32_t* lp = list[p];
+    float* a0 = t->acc + i * dim;
+    float* a1 = i + 1 < qcount ? a0 + dim : a0;
+    const float* wq = w + i;
+    int64_t d = 0;
+    for (; d + 32 <= dim; d += 32) {
+      __m256 x0 = _mm256_loadu_ps(a0 + d), x1 = _mm256_loadu_ps(a0 + d + 8);
+      __m256 x2 = _mm256_loadu_ps(a0 + d + 16), x3 = _mm256_loadu_ps(a0 + d + 24);
+      __m256 y0 = _mm256_loadu_ps(a1 + d), y1 = _mm256_loadu_ps(a1 + d + 8);
+      __m256 y2 = _mm256_loadu_ps(a1 + d + 16), y3 = _mm256_loadu_ps(a1 + d + 24);
+      for (int k = 0; k < n; ++k) {
+        const int32_t r = lp[k];
+        const float* e = rows[r] + d;
+        const __m256 va = _mm256_broadcast_ss(wq + r * 16), vb = _mm256_broadcast_ss(wq + r * 16 + 1);
+        const __m256 e0 = _mm256_loadu_ps(e), e1 = _mm256_loadu_ps(e + 8);
+        const __m256 e2 = _mm256_loadu_ps(e + 16), e3 = _mm256_loadu_ps(e + 24);
+        x0 = _mm256_fmadd_ps(va, e0, x0);
+        x1 = _mm256_fmadd_ps(va, e1, x1);
+        x2 = _mm256_fmadd_ps(va, e2, x2);
+        x3 = _mm256_fmadd_ps(va, e3, x3);
+        y0 = _mm256_fmadd_ps(vb, e0, y0);
+        y1 = _mm256_fmadd_ps(vb, e1, y1);
+        y2 = _mm256_fmadd_ps(vb, e2, y2);
+        y3 = _mm256_fmadd_ps(vb, e3, y3);
+      }
+      _mm256_storeu_ps(a1 + d, y0);
+      _mm256_storeu_ps(a1 + d + 8, y1);
+      _mm256_storeu_ps(a1 + d + 16, y2);
+      _mm256_storeu_ps(a1 + d + 24, y3);
+      _mm256_storeu_ps(a0 + d, x0);
+      _mm256_storeu_ps(a0 + d + 8, x1);
+      _mm256_storeu_ps(a0 + d + 16, x2);
+      _mm256_storeu_ps(a0 + d + 24, x3);
+    }
+    for (; d + 8 <= dim; d += 8) {
+      __m256 x0 = _mm256_loadu_ps(a0 + d), y0 = _mm256_loadu_ps(a1 + d);
+      for (int k = 0; k < n; ++k) {
+        const int32_t r = lp[k];
+        const __m256 e0 = _mm256_loadu_ps(rows[r] + d);
+        x0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wq + r * 16), e0, x0);
+        y0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wq + r * 16 + 1), e0, y0);
+      }
+      _mm256_storeu_ps(a1 + d, y0);
+      _mm256_storeu_ps(a0 + d, x0);
+    }
+    if (rem > 0) {
+      __m256 x0 = _mm256_maskload_ps(a0 + d, tailMask), y0 = _mm256_maskload_ps(a1 + d, tailMask);
+      for (int k = 0; k < n; ++k) {
+        const int32_t r = lp[k];
+        const __m256 e0 = _mm256_maskload_ps(rows[r] + d, tailMask);
+        x0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wq + r * 16), e0, x0);
+        y0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wq + r * 16 + 1), e0, y0);
+      }
+      _mm256_maskstore_ps(a1 + d, tailMask, y0);
+      _mm256_maskstore_ps(a0 + d, tailMask, x0);
+    }
+  }
+}
+
 const MicroKernel kAvx2Kernel = {convertRowAvx2, gemmBlockAvx2, peakLoopAvx2};
-const Epilogue kAvx2Epilogue = {sampleTileAvx2, groupMaxTileAvx2, noiseBlocks8Avx2};
+const Epilogue kAvx2Epilogue = {sampleTileAvx2, groupMaxTileAvx2, noiseBlocks8Avx2, lseGradTileAvx2};
 
 }  // namespace
 

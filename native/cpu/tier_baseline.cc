@@ -159,8 +159,26 @@ double peakLoopBase(int64_t iters) {
 #define NC_BASE_PEAK nullptr
 #endif
 
+void lseGradTileBase(const LseGradTile* t) {
+  const int64_t dim = t->dim;
+  for (int64_t i = 0; i < t->qcount; ++i) {
+    float* acc = t->acc + i * dim;
+    const float M = t->newMax[i], old = t->oldMax[i];
+    if (old != M) {
+      const float rs = old > -kInfF ? std::exp(old - M) : 0.0f;
+      for (int64_t d = 0; d < dim; ++d) acc[d] *= rs;
+    }
+    for (int64_t r = 0; r < t->nrows; ++r) {
+      const float w = std::exp(t->sb[r * kQueryBlock + i] - M);
+      if (!(w >= kLseGradSkip)) continue;
+      const float* e = t->rows[r];
+      for (int64_t d = 0; d < dim; ++d) acc[d] += w * e[d];
+    }
+  }
+}
+
 const MicroKernel kBaselineKernel = {convertRowBase, gemmBlockBase, NC_BASE_PEAK};
-const Epilogue kBaselineEpilogue = {sampleTileBase, groupMaxTileBase, noiseBlocks8Base};
+const Epilogue kBaselineEpilogue = {sampleTileBase, groupMaxTileBase, noiseBlocks8Base, lseGradTileBase};
 
 }  // namespace
 

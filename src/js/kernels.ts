@@ -9,6 +9,10 @@
  *   draws     = the k largest perturbed scores (ties -> smaller column), in
  *               decreasing order; 'max' mode ranks by S instead.
  *
+ *   cacheLse  = lse as above over the candidates (and the extra row), and
+ *               weighted[b] = sum_j exp(S[b, j] - lse[b]) e_j, float64,
+ *               stored as float32
+ *
  * `col` is the global row in the concatenated index space (scoreAndSample) or
  * the matrix column (sampleCandidates); the indices returned are
  * columnOffset + col (both offsets 0 unless given: a shard of a global problem). Rows are streamed tile by tile; no
@@ -18,7 +22,7 @@
  * scoreGroupMax; the other rows keep their noise.
  */
 import type {
-  GroupMaxResult, KernelBackend, SampleParams, SampleResult, ScoreRequest, StoreBackend,
+  CacheLseResult, GroupMaxResult, KernelBackend, SampleParams, SampleResult, ScoreRequest, StoreBackend,
 } from '../backend';
 import { rangeError, typeError } from '../errors';
 import { groupStart } from './groups';
@@ -353,6 +357,63 @@ function scoreMatrix(req: ScoreRequest): Float32Array {
   return out;
 }
 
+/**
+ * The full-cache log-sum-exp and the softmax-weighted mean of the candidate
+ * embeddings (online: running max, sum and weighted sum per query, rescaled
+ * when the max grows); row b of `extra` is one more candidate of query b.
+ */
+function cacheLse(req: ScoreRequest, extra: Float32Array | null): CacheLseResult {
+  const segments = segmentsOf(req);
+  const { batch, dim, queries } = req;
+  const scale = req.scale;
+  const max = new Float64Array(batch).fill(-Infinity);
+  const sum = new Float64Array(batch);
+  const acc = new Float64Array(batch * dim);
+  const candidates = new Int32Array(batch);
+  // Candidate embedding `e` (values e[eOff .. eOff + dim)) with score s for query b.
+  const offer = (b: number, s: number, e: Float32Array, eOff: number): void => {
+    candidates[b]++;
+    const a = b * dim;
+    if (s > max[b]) {
+      const f = max[b] === -Infinity ? 0 : Math.exp(max[b] - s);
+      sum[b] *= f;
+      for (let d = 0; d < dim; d++) acc[a + d] *= f;
+      max[b] = s;
+    }
+    const w = Math.exp(s - max[b]);   // NaN (from an overflowed score) poisons the sum on purpose
+    sum[b] += w;
+    for (let d = 0; d < dim; d++) acc[a + d] += w * e[eOff + d];
+  };
+  const dots = new Float64Array(batch * TILE_ROWS);
+  forEachTile(req, segments, (tile, _start, rows, filled, fStart) => {
+    tileDots(queries, batch, dim, tile, rows, filled, fStart, dots);
+    for (let b = 0; b < batch; b++) {
+      for (let r = 0; r < rows; r++) {
+        if (filled !== null && filled[fStart + r] === 0) continue;
+        offer(b, Math.fround(scale * dots[b * rows + r]), tile, r * dim);
+      }
+    }
+  });
+  if (extra !== null) {
+    for (let b = 0; b < batch; b++) {
+      let dot = 0;
+      for (let d = 0; d < dim; d++) dot += queries[b * dim + d] * extra[b * dim + d];
+      offer(b, Math.fround(scale * dot), extra, b * dim);
+    }
+  }
+  const lse = new Float32Array(batch);
+  const weighted = new Float32Array(batch * dim);
+  for (let b = 0; b < batch; b++) {
+    if (candidates[b] === 0 || max[b] === -Infinity) {
+      lse[b] = -Infinity;
+      continue;
+    }
+    lse[b] = max[b] + Math.log(sum[b]);
+    for (let d = 0; d < dim; d++) weighted[b * dim + d] = acc[b * dim + d] / sum[b];
+  }
+  return { lse, weighted, candidates };
+}
+
 /** The pure-JS kernels: the reference every other backend is checked against. */
 export const jsKernels: KernelBackend = {
   kind: 'js',
@@ -360,4 +421,5 @@ export const jsKernels: KernelBackend = {
   scoreGroupMax,
   sampleCandidates,
   scoreMatrix,
+  cacheLse,
 };

@@ -50,6 +50,8 @@ export interface NativeAddon {
   scoreGroupMax(req: NativeScoreRequest, groups: number, outScores: Float32Array, outRows: Int32Array): void;
   sampleCandidates(scores: Float32Array, batch: number, cols: number, params: NativeSampleParams, threads: number, out: NativeSampleOut): void;
   scoreMatrix(req: NativeScoreRequest, out: Float32Array): void;
+  cacheLse(req: NativeScoreRequest, extra: Float32Array | null, outLse: Float32Array, outWeighted: Float32Array,
+           outCandidates: Int32Array): void;
   cpuFeatures(): CpuFeatures;
   setForceBaseline(force: boolean): void;
   /** Caps the CPU tier ('baseline' | 'avx2' | 'avx512' | 'amx'; null = none). */
@@ -84,6 +86,9 @@ export interface NativeCuda {
   scoreAndSample?(req: NativeScoreRequest, params: NativeSampleParams, out: NativeSampleOut): void;
   scoreGroupMax?(req: NativeScoreRequest, groups: number, outScores: Float32Array, outRows: Int32Array): void;
   scoreMatrix?(req: NativeScoreRequest, out: Float32Array): void;
+  /** Throws NegativeCacheError ERR_UNSUPPORTED (no CUDA pass yet). */
+  cacheLse?(req: NativeScoreRequest, extra: Float32Array | null, outLse: Float32Array, outWeighted: Float32Array,
+            outCandidates: Int32Array): void;
 }
 
 export const packageRoot = path.resolve(__dirname, '..', '..');

@@ -5,7 +5,7 @@
  * kernels (src/cuda/kernels.ts) are the same over addon.cuda.
  */
 import type {
-  BackendName, GroupMaxResult, KernelBackend, SampleParams, SampleResult, ScoreRequest, StoreBackend,
+  BackendName, CacheLseResult, GroupMaxResult, KernelBackend, SampleParams, SampleResult, ScoreRequest, StoreBackend,
 } from '../backend';
 import { typeError } from '../errors';
 import type { NativeAddon, NativeSampleParams, NativeScoreRequest, NativeStoreHandle } from './addon';
@@ -77,7 +77,7 @@ function allocSample(batch: number, k: number): SampleResult {
 }
 
 /** The addon functions that score cache rows (addon, or addon.cuda for the CUDA kernels). */
-export type ScoringFunctions = Pick<NativeAddon, 'scoreAndSample' | 'scoreGroupMax' | 'scoreMatrix'>;
+export type ScoringFunctions = Pick<NativeAddon, 'scoreAndSample' | 'scoreGroupMax' | 'scoreMatrix' | 'cacheLse'>;
 
 /**
  * A KernelBackend whose sources are stores of `kind` (HandleCacheStore); the
@@ -112,6 +112,16 @@ export function createHandleKernels(kind: BackendName, storeLabel: string, scori
       const nreq = toNativeRequest(req, kind, storeLabel);
       const out = new Float32Array(len(req.batch, totalRows(req)));
       callNative(() => scoring.scoreMatrix(nreq, out));
+      return out;
+    },
+    cacheLse(req: ScoreRequest, extra: Float32Array | null): CacheLseResult {
+      const nreq = toNativeRequest(req, kind, storeLabel);
+      const out: CacheLseResult = {
+        lse: new Float32Array(len(req.batch)),
+        weighted: new Float32Array(len(req.batch, req.dim)),
+        candidates: new Int32Array(len(req.batch)),
+      };
+      callNative(() => scoring.cacheLse(nreq, extra, out.lse, out.weighted, out.candidates));
       return out;
     },
   };
