@@ -38,6 +38,29 @@ export interface NativeScoreRequest {
 export interface NativeSampleParams { mode: number /* 0 gumbel, 1 max, 2 none */; invTemp: number; numDraws: number; seed: number; call: number }
 export interface NativeSampleOut { indices: Int32Array; scores: Float32Array; lse: Float32Array; candidates: Int32Array }
 
+/** addon.checkpoint (binding/checkpoint_binding.cc). */
+export interface NativeCheckpoint {
+  save(path: string, meta: string, stores: NativeStoreHandle[], blobs: Uint8Array[], options?: CheckpointWriteOptions): void;
+  saveAsync(path: string, meta: string, stores: NativeStoreHandle[], blobs: Uint8Array[], options?: CheckpointWriteOptions): Promise<void>;
+  crc32c(bytes: ArrayBufferView, crc?: number): number;
+  crc32cSoftware(bytes: ArrayBufferView, crc?: number): number;
+  crc32cHardware(): boolean;
+  Reader: new (path: string) => NativeCheckpointReader;
+}
+export interface NativeCheckpointReader {
+  meta(): string;
+  sections(): number;
+  readStore(index: number, store: NativeStoreHandle, columnMap: number[]): void;
+  readBlob(index: number): Uint8Array;
+  finish(): void;
+  close(): void;
+}
+/** @internal Test hooks of the native writer. */
+export interface CheckpointWriteOptions {
+  chunkBytes?: number;
+  failAfterBytes?: number;
+}
+
 export interface NativeAddon {
   napiVersion: number;
   CacheStore: new (columns: NativeColumn[], size: number) => NativeStoreHandle;
@@ -48,6 +71,7 @@ export interface NativeAddon {
   cpuFeatures(): { avx2: boolean; fma: boolean; f16c: boolean; usingAvx2: boolean };
   setForceBaseline(force: boolean): void;
   cuda: NativeCuda;
+  checkpoint: NativeCheckpoint;
 }
 
 /** addon.cuda: availability always; the rest only when built with CUDA (binding/cuda_binding.cc). */
