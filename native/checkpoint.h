@@ -86,6 +86,7 @@ class Reader {
   uint64_t sectionHeader(uint32_t tag, uint32_t index, uint32_t column, int64_t expectedLength, const char* what);
   void sectionTrailer(uint32_t crc, const char* what);
   void close();
+  void prefetch();
 
   std::string path_;
   int fd_ = -1;
