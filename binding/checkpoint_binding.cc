@@ -88,7 +88,7 @@ void Save(const Napi::CallbackInfo& info) {
 class SaveWorker : public Napi::AsyncWorker {
  public:
   SaveWorker(Napi::Env env, SaveArgs&& a)
-      : Napi::AsyncWorker(env, "negative-cache:saveAsync"), req_(std::move(a.req)), wraps_(a.wraps),
+      : Napi::AsyncWorker(env, "negative-cache:saveAsync"), req_(std::move(a.req)), wraps_(std::move(a.wraps)),
         deferred_(Napi::Promise::Deferred::New(env)) {
     for (const Napi::Value& h : a.handles) refs_.push_back(Napi::Persistent(h.As<Napi::Object>()));
     for (StoreWrap* w : wraps_) w->BeginBusy();
