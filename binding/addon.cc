@@ -19,6 +19,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ncb::DefineBackend(env, exports, ncb::kCpu);
   ncb::InitCpu(env, exports);
   ncb::InitCuda(env, exports);
+  ncb::InitCheckpoint(env, exports);
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   return exports;
 }

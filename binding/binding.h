@@ -41,6 +41,8 @@ auto Guard(Napi::Env env, Fn&& fn) -> decltype(fn()) {
 void DefineBackend(Napi::Env env, Napi::Object target, const BackendInfo& b);
 /// The CPU-only functions: sampleCandidates, cpuFeatures, setForceBaseline.
 void InitCpu(Napi::Env env, Napi::Object exports);
+/// addon.checkpoint (checkpoint_binding.cc).
+void InitCheckpoint(Napi::Env env, Napi::Object exports);
 /// addon.cuda (cuda_binding.cc).
 void InitCuda(Napi::Env env, Napi::Object exports);
 

@@ -33,6 +33,30 @@ nc::CacheStore* StoreWrap::UnwrapStore(Napi::Env env, const Napi::Value& v, cons
   return w->store(env, what);
 }
 
+StoreWrap* StoreWrap::UnwrapAny(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kStoreTag)) ThrowType(env, what, "a cache store handle", v);
+  StoreWrap* w = Unwrap(v.As<Napi::Object>());
+  if (w == nullptr) ThrowType(env, what, "a cache store handle", v);
+  return w;
+}
+
+void StoreWrap::EndBusy(Napi::Env env) {
+  if (busy_ > 0) --busy_;
+  if (busy_ == 0 && disposeWhenIdle_) {
+    disposeWhenIdle_ = false;
+    Release(env);
+  }
+}
+
+nc::CacheStore* StoreWrap::writable(Napi::Env env, const char* call) {
+  nc::CacheStore* s = store(env, "the cache");
+  if (busy_ > 0) {
+    throw MakeNativeError(env, nc::Error("ERR_BUSY", std::string("negative-cache: ") + call +
+                                                         ": the cache is being saved (saveAsync); wait for its promise"));
+  }
+  return s;
+}
+
 StoreWrap::StoreWrap(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<StoreWrap>(info), backend_(static_cast<const BackendInfo*>(info.Data())) {
   Napi::Env env = info.Env();
@@ -59,7 +83,7 @@ StoreWrap::StoreWrap(const Napi::CallbackInfo& info)
 StoreWrap::~StoreWrap() { Release(Env()); }
 
 nc::CacheStore* StoreWrap::store(Napi::Env env, const std::string& what) {
-  if (!store_) {
+  if (!store_ || disposeWhenIdle_) {
     throw MakeNativeError(
         env, nc::Error("ERR_DISPOSED", "negative-cache: " + what + " was disposed (NegativeCache.dispose() frees it)"));
   }
@@ -80,7 +104,7 @@ int StoreWrap::Column(Napi::Env env, const Napi::Value& v, const char* what) {
 
 void StoreWrap::Initialize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  nc::CacheStore* s = store(env, "the cache");
+  nc::CacheStore* s = writable(env, "initialize");
   if (!info[0].IsArray()) ThrowType(env, "initialize(values)", "an array with one entry per column", info[0]);
   const Napi::Array arr = info[0].As<Napi::Array>();
   if (arr.Length() != static_cast<uint32_t>(s->numColumns()))
@@ -99,7 +123,7 @@ void StoreWrap::Initialize(const Napi::CallbackInfo& info) {
 
 void StoreWrap::Update(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  nc::CacheStore* s = store(env, "the cache");
+  nc::CacheStore* s = writable(env, "update");
   const Napi::Object o = GetObject(env, info[0], "update(u)");
   nc::CacheUpdate u;
   u.useLru = o.Get("useLru").ToBoolean().Value();
@@ -201,6 +225,12 @@ Napi::Value StoreWrap::Stats(const Napi::CallbackInfo& info) {
   return o;
 }
 
-void StoreWrap::Dispose(const Napi::CallbackInfo& info) { Release(info.Env()); }
+void StoreWrap::Dispose(const Napi::CallbackInfo& info) {
+  if (busy_ > 0) {
+    disposeWhenIdle_ = true;  // freed when the last asynchronous save ends
+    return;
+  }
+  Release(info.Env());
+}
 
 }  // namespace ncb

@@ -22,11 +22,25 @@ class StoreWrap : public Napi::ObjectWrap<StoreWrap> {
   static nc::CacheStore* UnwrapStore(Napi::Env env, const Napi::Value& v, const std::string& what,
                                      const BackendInfo& b);
 
+  /// The wrap behind a store handle of any backend (type-tag checked): a
+  /// TypeError naming `what` otherwise. The store may be disposed (check live()).
+  static StoreWrap* UnwrapAny(Napi::Env env, const Napi::Value& v, const std::string& what);
+
+  /// The live store; ERR_DISPOSED naming `what` after dispose().
+  nc::CacheStore* live(Napi::Env env, const std::string& what) { return store(env, what); }
+  /// An asynchronous save reads the store (checkpoint_binding.cc): while any
+  /// runs, update/initialize throw ERR_BUSY and dispose() waits for the last.
+  void BeginBusy() { ++busy_; }
+  void EndBusy(Napi::Env env);
+  bool busy() const { return busy_ > 0; }
+
   explicit StoreWrap(const Napi::CallbackInfo& info);
   ~StoreWrap() override;
 
  private:
   nc::CacheStore* store(Napi::Env env, const std::string& what);
+  /// store() plus ERR_BUSY while an asynchronous save reads it.
+  nc::CacheStore* writable(Napi::Env env, const char* call);
   void Release(Napi::Env env);
   int Column(Napi::Env env, const Napi::Value& v, const char* what);
 
@@ -42,6 +56,8 @@ class StoreWrap : public Napi::ObjectWrap<StoreWrap> {
   const BackendInfo* backend_;
   std::unique_ptr<nc::CacheStore> store_;
   int64_t accounted_ = 0;
+  int busy_ = 0;
+  bool disposeWhenIdle_ = false;
 };
 
 }  // namespace ncb

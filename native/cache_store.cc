@@ -54,6 +54,13 @@ void CacheStore::initialize(const std::vector<const void*>& values, const int32_
   ages_.reset(ages);
 }
 
+void CacheStore::restoreState(const int32_t* ages, const uint8_t* filled) {
+  NC_CHECK(ages != nullptr && filled != nullptr, "ERR_ARGUMENT", "restoreState: ages and filled flags required");
+  for (int64_t r = 0; r < size_; ++r) filled_[static_cast<size_t>(r)] = filled[r] != 0 ? 1 : 0;
+  filledChanged(nullptr, size_);
+  ages_.reset(ages);
+}
+
 void CacheStore::update(const CacheUpdate& u) {
   const int64_t nCols = static_cast<int64_t>(columns_.size());
   // Checks that protect memory (the TypeScript layer has checked the rest).

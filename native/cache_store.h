@@ -79,6 +79,25 @@ class CacheStore {
   /// Host bytes this store holds (reported to the JS engine).
   virtual size_t hostBytes() const = 0;
 
+  // Raw rows, for checkpoints (checkpoint.h): the stored bytes of a column
+  // (column(c).storage elements, little-endian), rows [first, first + n).
+  /// Bytes of one stored row of column c.
+  size_t rawRowBytes(int c) const { return static_cast<size_t>(column(c).width) * dtypeBytes(column(c).storage); }
+  /// The whole column c in host memory (size * rawRowBytes(c) bytes) when the
+  /// rows live there, nullptr otherwise (then use copyRawOut / copyRawIn).
+  virtual void* rawHostColumn(int c) { (void)c; return nullptr; }
+  const void* rawHostColumn(int c) const { return const_cast<CacheStore*>(this)->rawHostColumn(c); }
+  /// Copies rows [first, first + n) of column c out to host memory `out`.
+  virtual void copyRawOut(int c, int64_t first, int64_t n, void* out) const = 0;
+  /// Overwrites rows [first, first + n) of column c with host bytes `in`
+  /// (the filled flags and ages are not touched: see restoreState).
+  virtual void copyRawIn(int c, int64_t first, int64_t n, const void* in) = 0;
+  /// Replaces the ages (size entries) and the filled flags (size entries,
+  /// 0/1) after the rows were written with copyRawIn (checkpoint restore).
+  void restoreState(const int32_t* ages, const uint8_t* filled);
+  /// Age of row r (for streaming the ages out without a copy of them all).
+  int32_t ageOf(int32_t r) const { return ages_.age(r); }
+
  protected:
   /// Checks the size and the columns; throws nc::Error ERR_ARGUMENT.
   CacheStore(const Backend& backend, std::vector<ColumnSpec> columns, int64_t size);

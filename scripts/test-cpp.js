@@ -16,7 +16,7 @@ const { spawnSync } = require('child_process');
 
 const root = path.resolve(__dirname, '..');
 const buildDir = path.join(root, 'build', 'cpp-tests');
-const TESTS = ['cache_store_test', 'kernels_test', 'lse_grad_test', 'cuda_test'];
+const TESTS = ['cache_store_test', 'kernels_test', 'lse_grad_test', 'checkpoint_test', 'cuda_test'];
 
 function onPath(name) {
   return (process.env.PATH || '').split(path.delimiter).some((dir) => dir && fs.existsSync(path.join(dir, name)));

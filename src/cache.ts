@@ -4,7 +4,7 @@
  * write listeners, version).
  */
 import type { BackendName, FeatureDType, StorageDType, StoreBackend } from './backend';
-import { describe, knownKeys, typeError } from './errors';
+import { describe, knownKeys, NegativeCacheError, typeError } from './errors';
 
 /** One feature of the cache: its per-row shape, dtype and (float features) storage type. */
 export interface FeatureSpec {
@@ -30,6 +30,9 @@ export class NegativeCache {
   version = 0;
   #store: StoreBackend | null;
   #listeners: Array<(rows: Int32Array) => void> = [];
+  /** Asynchronous saves in flight (saveAsync); the store to free when the last ends. */
+  #busy = 0;
+  #disposeWhenIdle: StoreBackend | null = null;
 
   /** @internal Created by CacheManager.initCache(). */
   constructor(token: symbol, store: StoreBackend, specs: Readonly<Specs>) {
@@ -70,13 +73,81 @@ export class NegativeCache {
     return this._store('the cache').readFilled();
   }
 
-  /** Frees the rows now (native memory included). Later use throws; calling it twice is harmless. */
+  /**
+   * Frees the rows (native memory included). Later use throws; calling it
+   * twice is harmless. During a saveAsync the cache is unusable at once and
+   * the memory is freed when the save ends.
+   */
   dispose(): void {
     if (this.#store !== null) {
-      this.#store.dispose();
+      if (this.#busy > 0) this.#disposeWhenIdle = this.#store;
+      else this.#store.dispose();
       this.#store = null;
       this.#listeners = [];
     }
+  }
+
+  /**
+   * Writes the cache to one checkpoint file (docs/checkpoint.md): every row of
+   * every feature as stored, the ages, the filled flags, the specs and
+   * storage types, with checksums. Atomic: a temporary file in the same
+   * folder, fsync, rename, fsync of the folder; an existing file is replaced
+   * only by a complete one. Load it with CacheManager.load(path).
+   */
+  save(path: string): void {
+    const { checkPath, writeCheckpoint } = require('./checkpoint') as typeof import('./checkpoint');
+    writeCheckpoint(checkPath('path', path), [{ name: 'cache', cache: this }], { kind: 'cache' });
+  }
+
+  /**
+   * save() off the main thread: the native backends write on a worker
+   * thread, the JS backend with fs promises. Until the promise settles the
+   * cache is busy: reads and scoring work, updates throw NegativeCacheError
+   * 'ERR_BUSY', dispose() takes effect at once but frees the memory when the
+   * save ends.
+   */
+  saveAsync(path: string): Promise<void> {
+    try {
+      const { checkPath, writeCheckpointAsync } = require('./checkpoint') as typeof import('./checkpoint');
+      return writeCheckpointAsync(checkPath('path', path), [{ name: 'cache', cache: this }], { kind: 'cache' });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** True while a saveAsync of this cache runs. */
+  get busy(): boolean { return this.#busy > 0; }
+
+  /** @internal A saveAsync starts / ends reading the store. */
+  _beginBusy(): void { this.#busy++; }
+  /** @internal */
+  _endBusy(): void {
+    if (this.#busy > 0) this.#busy--;
+    if (this.#busy === 0 && this.#disposeWhenIdle !== null) {
+      const s = this.#disposeWhenIdle;
+      this.#disposeWhenIdle = null;
+      s.dispose();
+    }
+  }
+
+  /** @internal Throws ERR_BUSY while a saveAsync runs (before any mutation; `what` names the call). */
+  _checkWritable(what: string): void {
+    if (this.#busy > 0) {
+      throw new NegativeCacheError('ERR_BUSY', `negative-cache: ${what}: the cache is being saved (saveAsync); wait for its promise`);
+    }
+  }
+
+  /**
+   * @internal Checkpoint restore: the cache takes `store` (same layout, fresh)
+   * and frees its old one; listeners are kept, the version moves on.
+   */
+  _replaceStore(store: StoreBackend): void {
+    const old = this._store('the cache');
+    this._checkWritable('restore');
+    if (store.size !== this.size) throw new TypeError('negative-cache: _replaceStore: size differs');
+    this.#store = store;
+    old.dispose();
+    this.version++;
   }
 
   /**

@@ -172,6 +172,30 @@ export class CacheManager {
   }
 
   /**
+   * A cache read from a checkpoint written by NegativeCache.save() (or
+   * saveAsync), on this manager's backend whatever backend saved it. The file
+   * must hold a cache of this manager's size, features, shapes and storage
+   * types: otherwise NegativeCacheError 'ERR_CHECKPOINT_MISMATCH'; a damaged
+   * file is 'ERR_CHECKPOINT_CORRUPT', another format version
+   * 'ERR_CHECKPOINT_VERSION', a file-system failure 'ERR_CHECKPOINT_IO'. The
+   * message names the file and the problem; nothing is created on failure.
+   */
+  load(path: string): NegativeCache {
+    const { checkPath, readCheckpoint } = require('./checkpoint') as typeof import('./checkpoint');
+    const file = checkPath('path', path);
+    const loaded = readCheckpoint(file, 'cache', [this._loadTarget('cache')]);
+    return createNegativeCache(loaded.stores[0], this.specs);
+  }
+
+  /** @internal What a checkpoint entry of this manager's caches must match, and how to make a fresh store. */
+  _loadTarget(name: string): import('./checkpoint').LoadTarget {
+    return {
+      name, specs: this.specs, size: this.cacheSize, backend: this.backend,
+      createStore: () => createStore(this.backend, this.layout, this.cacheSize),
+    };
+  }
+
+  /**
    * Applies one update in place (docs/design.md §3): refresh updatedItemIndices rows
    * with updatedItemData, insert the unmasked newItems into the oldest rows,
    * every age += 1. Validates everything first. Returns the same cache.
@@ -213,6 +237,7 @@ export class CacheManager {
   /** Validates the rest of an update (masks, the refresh part), then mutates. */
   private apply(cache: NegativeCache, store: StoreBackend, insert: PackedRows | null, newItemsMask: MaskLike | null | undefined,
                 refresh: RefreshInput): NegativeCache {
+    cache._checkWritable('updateCache');
     const size = this.cacheSize;
     const packed: PackedUpdate = {
       useLru: this.useLru, numUpdated: 0, updatedValues: {}, updatedIndices: null, updatedMask: null,

@@ -6,7 +6,8 @@
  * first use, then kept current from the cache's write listener (O(rows
  * written) per update). The index lives as long as the cache.
  */
-import { NegativeCache, storeOf, type FeatureSpec } from './cache';
+import type { StoreBackend } from './backend';
+import { NegativeCache, storeOf, type FeatureSpec, type Specs } from './cache';
 import type { BatchLike } from './cache_manager';
 import { toRows, widthOf } from './convert';
 import { describe, typeError } from './errors';
@@ -15,19 +16,67 @@ import { describe, typeError } from './errors';
 class RowIndex {
   readonly rowsByContent = new Map<string, number[]>();
   readonly contentOfRow: Array<string | undefined>;
-  version: number;
-  readonly unsubscribe: () => void;
+  version = -1;
+  unsubscribe: () => void = () => undefined;
+  cache: NegativeCache | null = null;
 
-  constructor(readonly cache: NegativeCache, readonly keys: readonly string[]) {
-    this.contentOfRow = new Array(cache.size);
-    const columns = keys.map((k) => cache.read(k));
-    const widths = keys.map((k) => widthOf(cache.specs[k].shape));
-    const filled = cache.readFilled();
-    for (let r = 0; r < cache.size; r++) {
+  /** The index of rows with `filled` set, from the key columns (row-major [size, width] each). */
+  constructor(size: number, readonly keys: readonly string[], columns: ArrayLike<number>[], widths: number[], filled: Uint8Array) {
+    this.contentOfRow = new Array(size);
+    for (let r = 0; r < size; r++) {
       if (filled[r]) this.add(r, contentKey(columns, widths, r));
     }
+  }
+
+  static of(cache: NegativeCache, keys: readonly string[]): RowIndex {
+    const index = new RowIndex(cache.size, keys, keys.map((k) => cache.read(k)), keys.map((k) => widthOf(cache.specs[k].shape)),
+      cache.readFilled());
+    index.attach(cache);
+    return index;
+  }
+
+  /** Follows `cache`'s writes from now on. */
+  attach(cache: NegativeCache): void {
+    this.cache = cache;
     this.version = cache.version;
     this.unsubscribe = cache.addWriteListener((rows) => this.rowsWritten(rows));
+  }
+
+  /**
+   * The order of rows among equal contents (which one find() returns):
+   * [buckets, then per bucket of two or more rows: its length and rows].
+   */
+  exportOrder(): Int32Array {
+    const out: number[] = [0];
+    for (const rows of this.rowsByContent.values()) {
+      if (rows.length < 2) continue;
+      out[0]++;
+      out.push(rows.length);
+      for (const r of rows) out.push(r);
+    }
+    return Int32Array.from(out);
+  }
+
+  /** Applies an exportOrder(); throws an Error saying what does not fit this index. */
+  importOrder(order: Int32Array): void {
+    const n = order.length > 0 ? order[0] : -1;
+    if (n < 0) throw new Error('empty order');
+    let p = 1;
+    for (let b = 0; b < n; b++) {
+      const len = order[p++];
+      if (!(len >= 2) || p + len > order.length) throw new Error(`bucket ${b} runs past the end`);
+      const rows = Array.from(order.subarray(p, p + len));
+      p += len;
+      const content = this.contentOfRow[rows[0]];
+      const current = content === undefined ? undefined : this.rowsByContent.get(content);
+      const sorted = [...rows].sort((x, y) => x - y);
+      const have = current ? [...current].sort((x, y) => x - y) : [];
+      if (!current || have.length !== sorted.length || have.some((r, i) => r !== sorted[i])) {
+        throw new Error(`bucket ${b} (rows ${rows.slice(0, 4).join(', ')}${rows.length > 4 ? ', ...' : ''}) does not match the cache's rows`);
+      }
+      this.rowsByContent.set(content!, rows);
+    }
+    if (p !== order.length) throw new Error('trailing entries');
   }
 
   private add(row: number, content: string): void {
@@ -47,14 +96,15 @@ class RowIndex {
   }
 
   private rowsWritten(rows: Int32Array): void {
-    const store = storeOf(this.cache, 'cache');
+    const cache = this.cache!;
+    const store = storeOf(cache, 'cache');
     const columns = this.keys.map((k) => store.gatherRows(k, rows));
-    const widths = this.keys.map((k) => widthOf(this.cache.specs[k].shape));
+    const widths = this.keys.map((k) => widthOf(cache.specs[k].shape));
     for (let i = 0; i < rows.length; i++) {
       this.remove(rows[i]);
       this.add(rows[i], contentKey(columns, widths, i));
     }
-    this.version = this.cache.version;
+    this.version = cache.version;
   }
 
   /** A row holding exactly `content`, or -1. */
@@ -237,9 +287,45 @@ export class IsInCacheFilterFn {
       index = undefined;
     }
     if (index === undefined) {
-      index = new RowIndex(cache, this.keys);
+      index = RowIndex.of(cache, this.keys);
       this.#indices.set(cache, index);
     }
     return index;
+  }
+
+  /**
+   * @internal Checkpoints: the state of this filter's index of `cache` that
+   * its contents do not determine (the order among rows of equal content),
+   * or null when no current index exists (it is then built on first use).
+   */
+  _exportIndex(cache: NegativeCache): Int32Array | null {
+    const index = this.#indices.get(cache);
+    if (index === undefined || index.version !== cache.version) return null;
+    return index.exportOrder();
+  }
+
+  /**
+   * @internal Checkpoints, step 1 of 2: an index of a restored store (not
+   * yet in its cache) with the saved order applied. Throws an Error saying
+   * what does not fit.
+   */
+  _prepareIndex(store: StoreBackend, specs: Readonly<Specs>, order: Int32Array | null): unknown {
+    if (order === null) return null;
+    for (const k of this.keys) if (!specs[k]) throw new Error(`the cache has no feature '${k}'`);
+    const index = new RowIndex(store.size, this.keys, this.keys.map((k) => store.readColumn(k)),
+      this.keys.map((k) => widthOf(specs[k].shape)), store.readFilled());
+    index.importOrder(order);
+    return index;
+  }
+
+  /** @internal Step 2: `cache` (now holding the restored store) gets the prepared index (null: none, built on first use). */
+  _installIndex(cache: NegativeCache, prepared: unknown): void {
+    const old = this.#indices.get(cache);
+    if (old !== undefined) old.unsubscribe();
+    this.#indices.delete(cache);
+    if (prepared instanceof RowIndex) {
+      prepared.attach(cache);
+      this.#indices.set(cache, prepared);
+    }
   }
 }

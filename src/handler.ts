@@ -24,6 +24,7 @@ import { isTensor, toRows } from './convert';
 import { describe, knownKeys, rangeError, rejectUnknownKeys, typeError, typeErrorText } from './errors';
 import { IsInCacheFilterFn } from './filter';
 import type { Exclusions } from './draw';
+import { restoreHandler, saveHandler, type HandlerCheckpointView } from './handler_checkpoint';
 import { CacheClassificationLoss, type CacheLoss, type CacheLossReturn, type DocNetwork, type LossArgNames } from './loss';
 
 /** The `scalar(name, value, step)` shape of tfjs-node's `tf.node.summaryFileWriter`. */
@@ -248,6 +249,46 @@ abstract class HandlerBase {
   set warmupSteps(v: number) { this.opts.warmupSteps = nonNegative('warmupSteps', v, 0, true); }
 
   /**
+   * Writes one checkpoint file (docs/checkpoint.md) with the cache(s) and the
+   * training state: step count, warm-up length, in-batch weight, the loss's
+   * seed and call counter, and the dedupe index. Atomic like NegativeCache.save.
+   */
+  save(path: string): void { saveHandler(path, this._checkpointView()); }
+
+  /**
+   * Continues from a checkpoint of handler.save: the caches take the saved
+   * rows, the counters and the loss's noise state their saved values, so the
+   * next step is the one that would have followed the save. The handler must
+   * be configured like the saved one (same specs, sizes, storage, keys, loss
+   * options, dedupe): otherwise NegativeCacheError 'ERR_CHECKPOINT_MISMATCH'.
+   * On any error nothing changes. Needs memory for a second copy of the
+   * caches while it reads.
+   */
+  restore(path: string): void { restoreHandler(path, this._checkpointView()); }
+
+  /** @internal The sources as the checkpoint code sees them. */
+  protected abstract checkpointSources(): HandlerCheckpointView['sources'];
+
+  /** @internal */
+  _checkpointView(): HandlerCheckpointView {
+    return {
+      type: this instanceof MultiCacheLossHandler ? 'MultiCacheLossHandler' : 'CacheLossHandler',
+      sources: this.checkpointSources(),
+      embeddingKey: this.opts.embeddingKey,
+      dataKeys: this.opts.dataKeys,
+      filter: this.opts.filter,
+      loss: this.cacheLoss,
+      state: () => ({ step: this.step, warmupSteps: this.opts.warmupSteps, inBatchWeight: this.opts.inBatchWeight,
+        inBatchScale: this.opts.inBatchScale }),
+      setState: (st) => {
+        this.step = st.step;
+        this.opts.warmupSteps = st.warmupSteps;
+        this.opts.inBatchWeight = st.inBatchWeight;
+      },
+    };
+  }
+
+  /**
    * One step. `accidentalHits` (with removeAccidentalHits) finds, on the
    * cache as it is, the rows equal to each query's positive.
    */
@@ -424,6 +465,10 @@ export class CacheLossHandler extends HandlerBase {
 
   /** Frees the cache. */
   dispose(): void { this.cache.dispose(); }
+
+  protected checkpointSources(): HandlerCheckpointView['sources'] {
+    return [{ name: 'cache', manager: this.cacheManager, cache: this.cache }];
+  }
 }
 
 /** Several named sources, one cache each (e.g. one per corpus); masks route refreshed rows to their source. */
@@ -535,6 +580,10 @@ export class MultiCacheLossHandler extends HandlerBase {
 
   /** Frees every cache. */
   dispose(): void { for (const c of Object.values(this.caches)) c.dispose(); }
+
+  protected checkpointSources(): HandlerCheckpointView['sources'] {
+    return Object.keys(this.caches).map((n) => ({ name: n, manager: this.cacheManagers[n], cache: this.caches[n] }));
+  }
 }
 
 function checkSpecs(manager: CacheManager, o: CommonOptions, argName: string): void {

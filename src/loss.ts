@@ -183,6 +183,12 @@ export class CacheClassificationLoss implements CacheLoss {
     this.scoreEmptyRows = o.scoreEmptyRows ?? false;
   }
 
+  /** @internal Checkpoints (handler.restore): the noise continues from `seed` and call `calls`. */
+  _restoreNoise(seed: number, calls: number): void {
+    (this as { seed: number }).seed = seed;
+    this.calls = calls;
+  }
+
   /** Number of completed compute() calls: the `call` of the next call's noise. */
   get calls(): number { return this.callCount; }
   /** Sets the call counter (e.g. to resume a checkpointed run with the same noise sequence). */

@@ -75,6 +75,22 @@ void CpuCacheStore::readRows(int c, const int32_t* rows, int64_t n, void* out) c
                    static_cast<char*>(out) + static_cast<size_t>(i) * outRow);
 }
 
+void CpuCacheStore::copyRawOut(int c, int64_t first, int64_t n, void* out) const {
+  NC_CHECK(c >= 0 && c < numColumns() && first >= 0 && n >= 0 && first + n <= size_, "ERR_ARGUMENT",
+           "copyRawOut: rows outside the cache");
+  const size_t rb = rowBytes(c);
+  std::memcpy(out, static_cast<const char*>(data_[static_cast<size_t>(c)]) + static_cast<size_t>(first) * rb,
+              static_cast<size_t>(n) * rb);
+}
+
+void CpuCacheStore::copyRawIn(int c, int64_t first, int64_t n, const void* in) {
+  NC_CHECK(c >= 0 && c < numColumns() && first >= 0 && n >= 0 && first + n <= size_, "ERR_ARGUMENT",
+           "copyRawIn: rows outside the cache");
+  const size_t rb = rowBytes(c);
+  std::memcpy(static_cast<char*>(data_[static_cast<size_t>(c)]) + static_cast<size_t>(first) * rb, in,
+              static_cast<size_t>(n) * rb);
+}
+
 size_t CpuCacheStore::dataBytes() const {
   size_t total = 0;
   for (int c = 0; c < numColumns(); ++c) total += static_cast<size_t>(size_) * rowBytes(c);

@@ -16,6 +16,9 @@ class CpuCacheStore final : public CacheStore {
   const void* columnData(int c) const override { return data_.at(static_cast<size_t>(c)); }
   size_t dataBytes() const override;
   size_t hostBytes() const override;
+  void* rawHostColumn(int c) override { return data_.at(static_cast<size_t>(c)); }
+  void copyRawOut(int c, int64_t first, int64_t n, void* out) const override;
+  void copyRawIn(int c, int64_t first, int64_t n, const void* in) override;
 
  private:
   const uint8_t* kernelFilled() const override { return filled(); }

@@ -79,6 +79,25 @@ class CudaCacheStore final : public CacheStore {
   }
   size_t hostBytes() const override { return bookkeepingBytesPerRow() * static_cast<size_t>(size_); }
 
+  // Checkpoints: the rows stay on the device, so they move through host
+  // buffers of the caller (checkpoint.cc streams in chunks).
+  void copyRawOut(int c, int64_t first, int64_t n, void* out) const override {
+    NC_CHECK(c >= 0 && c < numColumns() && first >= 0 && n >= 0 && first + n <= size_, "ERR_ARGUMENT",
+             "copyRawOut: rows outside the cache");
+    const size_t rb = rowBytes(c);
+    if (n == 0) return;
+    NC_CUDA_CHECK(cudaMemcpy(out, static_cast<const uint8_t*>(data_[static_cast<size_t>(c)]) + static_cast<size_t>(first) * rb,
+                             static_cast<size_t>(n) * rb, cudaMemcpyDeviceToHost));
+  }
+  void copyRawIn(int c, int64_t first, int64_t n, const void* in) override {
+    NC_CHECK(c >= 0 && c < numColumns() && first >= 0 && n >= 0 && first + n <= size_, "ERR_ARGUMENT",
+             "copyRawIn: rows outside the cache");
+    const size_t rb = rowBytes(c);
+    if (n == 0) return;
+    NC_CUDA_CHECK(cudaMemcpy(static_cast<uint8_t*>(data_[static_cast<size_t>(c)]) + static_cast<size_t>(first) * rb, in,
+                             static_cast<size_t>(n) * rb, cudaMemcpyHostToDevice));
+  }
+
  private:
   const uint8_t* kernelFilled() const override { return filledDevice_; }
 

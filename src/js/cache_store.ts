@@ -158,6 +158,19 @@ export class JsCacheStore implements StoreBackend {
     this.rebuild(ages ?? new Int32Array(this.size));
   }
 
+  /**
+   * Checkpoint restore: the rows were written through columnView(); this sets
+   * the ages (any int32 values) and the filled flags (size entries, 0/1).
+   */
+  restoreState(ages: Int32Array, filled: Uint8Array): void {
+    this.live();
+    if (ages.length !== this.size || filled.length !== this.size) {
+      throw new TypeError(`negative-cache: restoreState needs ${this.size} ages and filled flags`);
+    }
+    for (let r = 0; r < this.size; r++) this.filled[r] = filled[r] !== 0 ? 1 : 0;
+    this.rebuild(ages);
+  }
+
   update(u: PackedUpdate): void {
     this.live();
     const size = this.size;

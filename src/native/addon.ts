@@ -43,6 +43,29 @@ export interface NativeSampleParams {
 }
 export interface NativeSampleOut { indices: Int32Array; scores: Float32Array; lse: Float32Array; candidates: Int32Array }
 
+/** addon.checkpoint (binding/checkpoint_binding.cc). */
+export interface NativeCheckpoint {
+  save(path: string, meta: string, stores: NativeStoreHandle[], blobs: Uint8Array[], options?: CheckpointWriteOptions): void;
+  saveAsync(path: string, meta: string, stores: NativeStoreHandle[], blobs: Uint8Array[], options?: CheckpointWriteOptions): Promise<void>;
+  crc32c(bytes: ArrayBufferView, crc?: number): number;
+  crc32cSoftware(bytes: ArrayBufferView, crc?: number): number;
+  crc32cHardware(): boolean;
+  Reader: new (path: string) => NativeCheckpointReader;
+}
+export interface NativeCheckpointReader {
+  meta(): string;
+  sections(): number;
+  readStore(index: number, store: NativeStoreHandle, columnMap: number[]): void;
+  readBlob(index: number): Uint8Array;
+  finish(): void;
+  close(): void;
+}
+/** @internal Test hooks of the native writer. */
+export interface CheckpointWriteOptions {
+  chunkBytes?: number;
+  failAfterBytes?: number;
+}
+
 export interface NativeAddon {
   napiVersion: number;
   CacheStore: new (columns: NativeColumn[], size: number) => NativeStoreHandle;
@@ -59,6 +82,7 @@ export interface NativeAddon {
   /** GFLOP/s of a usable tier's multiply-add probe on `threads` threads (0 = all); -1 if it cannot run. */
   measurePeak(tier: string, threads: number, seconds: number): number;
   cuda: NativeCuda;
+  checkpoint: NativeCheckpoint;
 }
 
 /** What the CPU offers and which kernel tier runs (native/cpu/dispatch.h). */
