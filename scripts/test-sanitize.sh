@@ -36,6 +36,8 @@ fi
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 common_asan=halt_on_error=1:abort_on_error=0:detect_stack_use_after_return=0:strict_string_checks=1
 
+[ -f dist/index.js ] || npm run build:ts >/dev/null
+
 # 1. C++ tests -----------------------------------------------------------------
 cmake -S "$root" -B "$out/cpp-tests" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$cxx" \
   -DNEGCACHE_SANITIZE=ON -DNEGCACHE_TESTS=ON -DNEGCACHE_ADDON=OFF -DNEGCACHE_CUDA=OFF >/dev/null
@@ -53,7 +55,7 @@ done
 
 # 2. The addon -----------------------------------------------------------------
 t1=$SECONDS
-CXX="$cxx" node node_modules/cmake-js/bin/cmake-js rebuild --out "$out/addon" \
+CXX="$cxx" node node_modules/cmake-js/bin/cmake-js build --out "$out/addon" \
   --CDNEGCACHE_SANITIZE=ON --CDNEGCACHE_CUDA=OFF --CDCMAKE_BUILD_TYPE=RelWithDebInfo >"$out/addon-build.log" 2>&1 || {
   tail -n 40 "$out/addon-build.log" >&2
   echo "test-sanitize: the sanitized addon did not build" >&2
@@ -79,7 +81,7 @@ if [ "$loaded" != "$(realpath "$addon")" ]; then
   echo "test-sanitize: node-gyp-build resolves $loaded, not the sanitized $addon" >&2
   exit 1
 fi
-nm -D "$addon" | grep -q __asan_report || { echo "test-sanitize: $addon is not instrumented" >&2; exit 1; }
+nm -D "$addon" | grep __asan_report >/dev/null || { echo "test-sanitize: $addon is not instrumented" >&2; exit 1; }
 
 # 3. mocha -----------------------------------------------------------------------
 t1=$SECONDS

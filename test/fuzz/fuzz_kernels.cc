@@ -157,7 +157,7 @@ nc::SampleParams params(FuzzedDataProvider& fdp, int64_t cols) {
   nc::SampleParams sp;
   sp.mode = static_cast<nc::SampleMode>(fdp.ConsumeIntegralInRange<int>(0, 2));
   sp.invTemp = fdp.ConsumeBool() ? static_cast<double>(fdp.ConsumeIntegralInRange<int>(-40, 40)) / 8.0
-                                 : fdp.ConsumeFloatingPointInRange<double>(-1e300, 1e300);
+                                 : fdp.ConsumeFloatingPointInRange<double>(-3.4028234663852886e38, 3.4028234663852886e38);
   sp.numDraws = fdp.ConsumeIntegralInRange<int64_t>(1, std::max<int64_t>(1, cols + 3));
   sp.seed = fdp.ConsumeIntegral<uint64_t>() >> 11;
   sp.call = fdp.ConsumeIntegral<uint64_t>() >> 11;
@@ -185,7 +185,7 @@ struct Out {
 /// Draws of query b: -1 or distinct candidate columns, the -1s last, as many
 /// draws as min(k, candidates) (mode != None).
 void checkDraws(const int32_t* idx, int64_t k, int64_t cols, int64_t nCand, const uint8_t* isCand,
-                nc::SampleMode mode) {
+                nc::SampleMode mode, bool exactCount = true) {
   std::vector<int32_t> seen;
   int64_t drawn = 0;
   for (int64_t i = 0; i < k; ++i) {
@@ -200,12 +200,20 @@ void checkDraws(const int32_t* idx, int64_t k, int64_t cols, int64_t nCand, cons
   }
   std::sort(seen.begin(), seen.end());
   if (std::adjacent_find(seen.begin(), seen.end()) != seen.end()) fail("the same row drawn twice");
-  if (mode != nc::SampleMode::None && drawn != std::min(k, nCand))
+  // NaN scores (raw inputs: inf * 0) are candidates that cannot be drawn: then fewer draws.
+  if (mode != nc::SampleMode::None && (exactCount ? drawn != std::min(k, nCand) : drawn > std::min(k, nCand)))
     fail("wrong number of draws", static_cast<double>(drawn), static_cast<double>(std::min(k, nCand)));
 }
 
 void fuzzScoreAndSample(FuzzedDataProvider& fdp, const Problem& p) {
   const nc::SampleParams sp = params(fdp, p.n);
+  if (std::getenv("FUZZ_DEBUG")) {
+    std::fprintf(stderr, "nice %d batch %ld dim %ld n %ld scale %g empty %d threads %d | mode %d invTemp %g k %ld seed %lu call %lu\n",
+                 p.nice, (long)p.batch, (long)p.dim, (long)p.n, p.scale, p.scoreEmptyRows, p.threads, (int)sp.mode, sp.invTemp,
+                 (long)sp.numDraws, (unsigned long)sp.seed, (unsigned long)sp.call);
+    for (const Seg& s : p.segs) std::fprintf(stderr, "  seg storage %d rows %ld filled %d\n", (int)s.storage, (long)s.rows, s.hasFilled);
+    for (float x : p.q) std::fprintf(stderr, "  q %g\n", x);
+  }
   Out o;
   nc::SampleOutput out = o.view(p.batch, sp.numDraws);
   nc::cpuBackend().scoreAndSample(p.request(), sp, out);
@@ -216,7 +224,7 @@ void fuzzScoreAndSample(FuzzedDataProvider& fdp, const Problem& p) {
     if (o.cands[static_cast<size_t>(b)] != nCand)
       fail("candidate count", static_cast<double>(o.cands[static_cast<size_t>(b)]), static_cast<double>(nCand));
     const int32_t* idx = o.idx.data() + b * sp.numDraws;
-    checkDraws(idx, sp.numDraws, p.n, nCand, p.cand.data(), sp.mode);
+    checkDraws(idx, sp.numDraws, p.n, nCand, p.cand.data(), sp.mode, p.nice);
     if (!p.nice) continue;
     // Scores at the draws, lse, and MaxScore's choice.
     double M = -kInf, best = -kInf, bestTol = 0;
@@ -323,7 +331,7 @@ void fuzzCandidates(FuzzedDataProvider& fdp) {
     // +inf scores are refused by the binding; here they only must not break the draws' shape.
     bool hasInf = false;
     for (int64_t j = 0; j < cols; ++j) hasInf = hasInf || s[static_cast<size_t>(b * cols + j)] == kInfF;
-    if (!hasInf) checkDraws(o.idx.data() + b * sp.numDraws, sp.numDraws, cols, n, isCand.data(), sp.mode);
+    if (!hasInf) checkDraws(o.idx.data() + b * sp.numDraws, sp.numDraws, cols, n, isCand.data(), sp.mode, !raw);
   }
 }
 
@@ -332,21 +340,30 @@ void fuzzRefusals(FuzzedDataProvider& fdp, const Problem& p) {
   nc::ScoreRequest r = p.request();
   nc::SampleParams sp;
   int64_t groups = 1;
-  switch (fdp.ConsumeIntegralInRange<int>(0, 7)) {
+  bool grouped = false;
+  const int which = fdp.ConsumeIntegralInRange<int>(0, 7);
+  if (std::getenv("FUZZ_DEBUG")) std::fprintf(stderr, "refusal case %d n %ld batch %ld\n", which, (long)p.n, (long)p.batch);
+  switch (which) {
     case 0: r.batch = -fdp.ConsumeIntegralInRange<int64_t>(1, 1 << 30); break;
     case 1: r.dim = -fdp.ConsumeIntegralInRange<int64_t>(0, 1 << 30); break;
     case 2: r.scale = fdp.ConsumeBool() ? kInfF : std::numeric_limits<float>::quiet_NaN(); break;
     case 3: sp.numDraws = -fdp.ConsumeIntegralInRange<int64_t>(0, 1 << 30); break;
     case 4: sp.mode = static_cast<nc::SampleMode>(fdp.ConsumeIntegralInRange<int32_t>(3, 1 << 30)); break;
-    case 5: sp.invTemp = std::numeric_limits<double>::quiet_NaN(); break;
+    case 5:
+      sp.invTemp = fdp.ConsumeBool() ? std::numeric_limits<double>::quiet_NaN()
+                                     : (fdp.ConsumeBool() ? -1 : 1) * fdp.ConsumeFloatingPointInRange<double>(3.5e38, 1e308);
+      break;
     case 6: r.segments.push_back(nc::Segment{p.q.data(), nc::DType::Int32, 1, nullptr}); break;
-    default: groups = fdp.ConsumeBool() ? 0 : p.n + fdp.ConsumeIntegralInRange<int64_t>(1, 1 << 30); break;
+    default:
+      grouped = true;
+      groups = fdp.ConsumeBool() ? 0 : p.n + fdp.ConsumeIntegralInRange<int64_t>(1, 1 << 30);
+      break;
   }
   Out o;
   nc::SampleOutput out = o.view(0, 1);
   int refused = 0;
   try {
-    if (groups == 1) nc::cpuBackend().scoreAndSample(r, sp, out);
+    if (!grouped) nc::cpuBackend().scoreAndSample(r, sp, out);
     else nc::cpuBackend().scoreGroupMax(r, groups, nullptr, nullptr);
   } catch (const nc::Error&) {
     refused = 1;
