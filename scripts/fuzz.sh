@@ -10,8 +10,8 @@
 #   NEGATIVE_CACHE_FUZZ_JOBS=N           build jobs (default 2)
 #
 # Reproduce a finding: build-fuzz/<target> build-fuzz/artifacts/<target>/crash-...
-# The corpora (build-fuzz/corpus/<target>) persist between runs; a run starts
-# from test/fuzz/seeds/<target> too where that exists.
+# The corpora (build-fuzz/corpus/<target>) persist between runs; a target may
+# also generate seeds into build-fuzz/seeds/<target> (fuzz_checkpoint does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -41,11 +41,12 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 for t in "${targets[@]}"; do
   corpus=$out/corpus/$t
   mkdir -p "$corpus" "$out/artifacts/$t"
-  seeds=()
-  [ -d "$root/test/fuzz/seeds/$t" ] && seeds=("$root/test/fuzz/seeds/$t")
+  # A target may write generated seeds (valid inputs) into NEGCACHE_FUZZ_SEEDS at start-up.
+  seeds=$out/seeds/$t
+  mkdir -p "$seeds"
   log=$out/$t.log
-  if ! "$out/$t" -max_total_time="$secs" -print_final_stats=1 -max_len=4096 -timeout=20 \
-      -rss_limit_mb=2048 -artifact_prefix="$out/artifacts/$t/" "$corpus" "${seeds[@]}" >"$log" 2>&1; then
+  if ! NEGCACHE_FUZZ_SEEDS=$seeds "$out/$t" -max_total_time="$secs" -print_final_stats=1 -max_len=4096 -timeout=20 \
+      -rss_limit_mb=2048 -artifact_prefix="$out/artifacts/$t/" "$corpus" "$seeds" >"$log" 2>&1; then
     tail -n 60 "$log" >&2
     echo "fuzz: $t FAILED (log $log, reproducer in $out/artifacts/$t/)" >&2
     exit 1

@@ -20,7 +20,8 @@ const BACKENDS = nc.availableBackends().filter((b) => b !== 'cuda');
 
 function runWorker(opts) {
   return new Promise((resolve, reject) => {
-    const w = new Worker(script, { workerData: { train: opts } });
+    const w = new Worker(script, { workerData: { train: opts }, stdout: true });
+    w.stdout.resume();  // tfjs's banner
     let result;
     w.once('message', (m) => { result = m; });
     w.once('error', reject);
@@ -121,7 +122,8 @@ describe('worker_threads', function () {
     const manager = new nc.CacheManager({ e: { shape: [3], dtype: 'float32' } }, 8, { backend });
     const cache = manager.initCache();
     for (let round = 0; round < 3; round++) {
-      const workers = [0, 1].map((i) => new Worker(script, { workerData: { train: { seed: 100 + round * 2 + i, backend, steps: 0, forever: true } } }));
+      const workers = [0, 1].map((i) => new Worker(script, { workerData: { train: { seed: 100 + round * 2 + i, backend, steps: 0, forever: true } }, stdout: true }));
+      for (const w of workers) w.stdout.resume();
       const exits = workers.map((w) => new Promise((resolve) => w.once('exit', resolve)));
       for (const w of workers) w.on('error', () => {});
       await new Promise((resolve) => setTimeout(resolve, 300 + 200 * round));

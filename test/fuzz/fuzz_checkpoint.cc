@@ -7,7 +7,7 @@
 // then works (reads, an update); a file that is a seed unchanged must load
 // back exactly the state that was saved.
 //
-// Seeds: with NEGCACHE_CKPT_SEEDS=<dir> in the environment, the target first
+// Seeds: with NEGCACHE_FUZZ_SEEDS=<dir> in the environment, the target first
 // writes one valid checkpoint per layout there (scripts/fuzz.sh does this).
 // Built only when native/checkpoint.h exists (otherwise an empty target).
 #if __has_include("checkpoint.h")
@@ -163,7 +163,7 @@ bool sameState(const State& a, const State& b) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  const char* dir = std::getenv("NEGCACHE_CKPT_SEEDS");
+  const char* dir = std::getenv("NEGCACHE_FUZZ_SEEDS");
   if (dir == nullptr || *dir == '\0') return 0;
   for (size_t k = 0; k < layouts().size(); ++k) {
     std::vector<uint8_t> seed = seedFile(k);
