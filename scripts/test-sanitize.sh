@@ -72,6 +72,7 @@ export ASAN_OPTIONS=$common_asan:detect_leaks=0
 export NEGATIVE_CACHE_PREBUILD=$out/stage
 export NEGATIVE_CACHE_REQUIRE_NATIVE=1
 export NEGATIVE_CACHE_SKIP_INSTALL_TESTS=1
+export NEGATIVE_CACHE_BINDING_FUZZ_ITERS=${NEGATIVE_CACHE_BINDING_FUZZ_ITERS:-20000}  # test/83, against the ASan addon
 if [ -e "$out/addon/Release/mpi/negative_cache_mpi.node" ]; then
   export NEGATIVE_CACHE_MPI_ADDON=$out/addon/Release/mpi/negative_cache_mpi.node
 fi
