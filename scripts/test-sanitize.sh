@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The C++ tests of native/ and the whole mocha suite against a build under
-# AddressSanitizer + UndefinedBehaviorSanitizer (gcc's; clang works too with
-# CXX=clang++-14). Everything goes to build-asan/; the normal build (build/)
+# AddressSanitizer + UndefinedBehaviorSanitizer (gcc's; CXX=clang++-14 picks
+# clang's runtime instead). Everything goes to build-asan/; the normal build (build/)
 # is not touched. A step of .ci/run; see docs/reliability.md.
 #
 #   build-asan/cpp-tests   test/cpp binaries, run with LeakSanitizer on
