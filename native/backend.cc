@@ -2,6 +2,7 @@
 #include "backend.h"
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "exclusions.h"
@@ -33,7 +34,9 @@ void checkParams(const SampleParams& sp) {
   NC_CHECK(sp.mode == SampleMode::Gumbel || sp.mode == SampleMode::MaxScore || sp.mode == SampleMode::None,
            "ERR_ARGUMENT", "unknown sample mode");
   NC_CHECK(sp.numDraws >= 1, "ERR_ARGUMENT", "numDraws must be >= 1");
-  NC_CHECK(std::isfinite(sp.invTemp), "ERR_ARGUMENT", "invTemp must be finite");
+  // The kernels scale scores by a float32 invTemp: a larger one would become inf, and inf * 0 = NaN loses draws.
+  NC_CHECK(std::isfinite(sp.invTemp) && std::fabs(sp.invTemp) <= std::numeric_limits<float>::max(), "ERR_ARGUMENT",
+           "invTemp must be finite and at most 3.4028234663852886e38 in magnitude (float32)");
   NC_CHECK(sp.rowOffset >= 0 && sp.columnOffset >= 0, "ERR_ARGUMENT", "rowOffset and columnOffset must be >= 0");
 }
 

@@ -17,6 +17,10 @@ export const FEATURE_SPEC_KEYS = knownKeys<FeatureSpec>({ shape: true, dtype: tr
 export type Specs = Record<string, FeatureSpec>;
 
 const CREATE = Symbol('negative-cache.create');
+/** The value of NegativeCache._thread: a symbol, which structured clone refuses (naming it). */
+const THREAD_BOUND = Symbol('negative-cache: a NegativeCache lives in the thread that created it and cannot be ' +
+  'posted to another thread (worker_threads postMessage / structuredClone); create the cache in the thread that ' +
+  'uses it with CacheManager.initCache()');
 
 /** A cache created by CacheManager.initCache(): per spec key a row-major array [size, ...shape] and int32 ages. */
 export class NegativeCache {
@@ -28,6 +32,8 @@ export class NegativeCache {
   readonly backend: BackendName;
   /** Incremented by every successful updateCache (internal; for caches of derived data). */
   version = 0;
+  /** @internal Makes postMessage(cache) / structuredClone(cache) throw a DataCloneError saying why (docs/reliability.md). */
+  readonly _thread: symbol = THREAD_BOUND;
   #store: StoreBackend | null;
   #listeners: Array<(rows: Int32Array) => void> = [];
   /** Asynchronous saves in flight (saveAsync); the store to free when the last ends. */

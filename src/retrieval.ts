@@ -28,6 +28,10 @@ export class GumbelMaxRetrievalFn {
     const invTemp = options.invTemp ?? 1;
     if (typeof invTemp !== 'number') throw typeError('options.invTemp', 'a positive finite number', invTemp);
     if (!(Number.isFinite(invTemp) && invTemp > 0)) throw rangeError('options.invTemp', 'a positive finite number', describe(invTemp));
+    // The native kernels scale scores by a float32 invTemp (a larger one would overflow to inf).
+    if (invTemp > 3.4028234663852886e38) {
+      throw rangeError('options.invTemp', 'a positive finite number at most 3.4028234663852886e38 (float32)', describe(invTemp));
+    }
     this.invTemp = invTemp;
   }
 }

@@ -56,7 +56,7 @@ static void randomSequence(uint32_t seed, int64_t size, bool lru, int initAges) 
     std::vector<int32_t> ages(size);
     for (auto& a : ages) {
       if (initAges == 1) a = static_cast<int32_t>(rng() % 5);
-      else a = static_cast<int32_t>(rng() % 7) - 3 + (rng() % 4 == 0 ? 2147483645 : 0);
+      else a = static_cast<int32_t>(static_cast<uint32_t>(rng() % 7) - 3u + (rng() % 4 == 0 ? 2147483645u : 0u));  // wraps past INT32_MAX
     }
     store.initialize({nullptr}, ages.data());
     naive.age = ages;
