@@ -84,7 +84,9 @@ Napi::Value CpuFeatures(const Napi::CallbackInfo& info) {
   o.Set("avx2", Napi::Boolean::New(env, f.avx2));
   o.Set("fma", Napi::Boolean::New(env, f.fma));
   o.Set("f16c", Napi::Boolean::New(env, f.f16c));
+  o.Set("neon", Napi::Boolean::New(env, f.neon));
   o.Set("usingAvx2", Napi::Boolean::New(env, nc::cpu::usingAvx2()));
+  o.Set("tier", Napi::String::New(env, nc::cpu::tierName()));
   return o;
 }
 

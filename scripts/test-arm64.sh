@@ -132,6 +132,7 @@ step "loading the addon with the arm64 node"
   if (!/prebuilds\/linux-arm64\//.test(file)) throw new Error('loaded ' + file);
   const f = a.cpuFeatures();
   console.log('test-arm64: loaded', file, JSON.stringify(f));
+  if (!f.neon || f.tier !== 'neon') throw new Error('the arm64 addon does not use its NEON tier');
   if (!require('.').availableBackends().includes('native')) throw new Error('native backend unavailable');
 ")
 step "mocha subset under the arm64 node"

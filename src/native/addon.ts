@@ -45,7 +45,8 @@ export interface NativeAddon {
   scoreGroupMax(req: NativeScoreRequest, groups: number, outScores: Float32Array, outRows: Int32Array): void;
   sampleCandidates(scores: Float32Array, batch: number, cols: number, params: NativeSampleParams, threads: number, out: NativeSampleOut): void;
   scoreMatrix(req: NativeScoreRequest, out: Float32Array): void;
-  cpuFeatures(): { avx2: boolean; fma: boolean; f16c: boolean; usingAvx2: boolean };
+  /** CPU features detected and the kernel tier in use ('avx2', 'neon' or 'baseline'). */
+  cpuFeatures(): { avx2: boolean; fma: boolean; f16c: boolean; neon: boolean; usingAvx2: boolean; tier: string };
   setForceBaseline(force: boolean): void;
   cuda: NativeCuda;
 }
