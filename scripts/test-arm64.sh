@@ -100,7 +100,7 @@ make_sysroot() {
   rm -rf "$cache/debs" "$sysroot.tmp"
   mkdir -p "$cache/debs" "$sysroot.tmp"
   step "apt-get download ${pkgs[*]}"
-  (cd "$cache/debs" && apt-get download -q "${pkgs[@]}" >/dev/null)
+  (cd "$cache/debs" && apt-get download -q -o APT::Sandbox::User=root "${pkgs[@]}" >/dev/null)
   for deb in "$cache/debs"/*.deb; do dpkg -x "$deb" "$sysroot.tmp"; done
   rm -rf "$sysroot" && mv "$sysroot.tmp" "$sysroot"
   printf '%s\n' "${pkgs[@]}" > "$sysroot/.negative-cache-packages"
