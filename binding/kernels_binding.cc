@@ -110,7 +110,7 @@ Napi::Value CpuFeatures(const Napi::CallbackInfo& info) {
   const std::pair<const char*, bool> flags[] = {
       {"avx2", f.avx2}, {"fma", f.fma}, {"f16c", f.f16c}, {"avx512f", f.avx512f}, {"avx512bw", f.avx512bw},
       {"avx512vl", f.avx512vl}, {"avx512dq", f.avx512dq}, {"avx512bf16", f.avx512bf16}, {"amxTile", f.amxTile},
-      {"amxBf16", f.amxBf16}};
+      {"amxBf16", f.amxBf16}, {"neon", f.neon}};
   for (const auto& kv : flags) o.Set(kv.first, Napi::Boolean::New(env, kv.second));
   o.Set("usingAvx2", Napi::Boolean::New(env, nc::cpu::usingAvx2()));
   o.Set("tier", Napi::String::New(env, nc::cpu::tierName()));

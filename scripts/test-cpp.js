@@ -9,13 +9,23 @@
 // Without cmake or a C++ compiler it prints one line and exits 0.
 //
 //   NEGATIVE_CACHE_CPP_JOBS=N   parallel build jobs (default 2)
+//
+// `node scripts/test-cpp.js --arch arm64` (on linux-x64; npm run test:arm64 does
+// this) cross-compiles them with cmake/aarch64-linux-gnu.cmake into
+// build/cpp-tests-arm64 (CPU only) and runs them under qemu-aarch64-static with
+// the arm64 sysroot NEGATIVE_CACHE_ARM64_SYSROOT (default .cache/arm64/sysroot).
 'use strict';
 const fs = require('fs');
 const path = require('path');
 const { spawnSync } = require('child_process');
 
+const { toolchainFor } = require('./cmake-js-rebuild');
+
 const root = path.resolve(__dirname, '..');
-const buildDir = path.join(root, 'build', 'cpp-tests');
+const archArg = process.argv.indexOf('--arch');
+const arch = archArg >= 0 ? process.argv[archArg + 1] : process.arch;
+const cross = arch !== process.arch;
+const buildDir = path.join(root, 'build', cross ? `cpp-tests-${arch}` : 'cpp-tests');
 const TESTS = ['cache_store_test', 'kernels_test', 'lse_grad_test', 'checkpoint_test', 'cuda_test'];
 
 function onPath(name) {
@@ -41,8 +51,29 @@ function wantCuda() {
   return smi.status === 0 && /GPU \d/.test(smi.stdout);
 }
 
+/** [program, ...args] that runs a test binary of the target arch here. */
+function runnerPrefix() {
+  if (!cross) return [];
+  const sysroot = process.env.NEGATIVE_CACHE_ARM64_SYSROOT || path.join(root, '.cache', 'arm64', 'sysroot');
+  if (!onPath('qemu-aarch64-static')) fail('qemu-aarch64-static is not on PATH (apt-get install qemu-user-static)');
+  if (!fs.existsSync(path.join(sysroot, 'lib', 'ld-linux-aarch64.so.1')) && !fs.existsSync(path.join(sysroot, 'usr', 'lib', 'ld-linux-aarch64.so.1'))) {
+    fail(`no aarch64 sysroot in ${sysroot} (npm run test:arm64 makes one)`);
+  }
+  return ['qemu-aarch64-static', '-L', sysroot];
+}
+
 function main() {
-  const cxx = process.env.CXX ? [process.env.CXX.split(/\s+/)[0]] : ['c++', 'g++', 'clang++'];
+  let toolchain = null;
+  if (cross) {
+    try {
+      toolchain = toolchainFor(arch);
+    } catch (e) {
+      fail(e.message);
+    }
+    if (!onPath('aarch64-linux-gnu-g++')) fail('aarch64-linux-gnu-g++ is not on PATH (apt-get install g++-aarch64-linux-gnu)');
+  }
+  const prefix = runnerPrefix();
+  const cxx = cross ? ['aarch64-linux-gnu-g++'] : process.env.CXX ? [process.env.CXX.split(/\s+/)[0]] : ['c++', 'g++', 'clang++'];
   const missing = [];
   if (!onPath('cmake')) missing.push('cmake');
   if (!cxx.some((c) => c.includes('/') ? fs.existsSync(c) : onPath(c))) missing.push('a C++ compiler');
@@ -50,20 +81,22 @@ function main() {
     console.log(`test-cpp: skipped, ${missing.join(' and ')} not on PATH (the C++ tests of native/ did not run)`);
     return;
   }
-  const cuda = wantCuda();
+  const cuda = !cross && wantCuda();
   const configure = run('cmake', ['-S', root, '-B', buildDir, '-DCMAKE_BUILD_TYPE=Release', '-DNEGCACHE_TESTS=ON',
-    '-DNEGCACHE_ADDON=OFF', `-DNEGCACHE_CUDA=${cuda ? 'ON' : 'OFF'}`]);
+    '-DNEGCACHE_ADDON=OFF', `-DNEGCACHE_CUDA=${cuda ? 'ON' : 'OFF'}`,
+    ...(toolchain ? [`-DCMAKE_TOOLCHAIN_FILE=${toolchain}`, '-DNEGCACHE_MPI=OFF'] : [])]);
   if (configure.status !== 0) fail('cmake configure failed', configure.stdout + configure.stderr);
   const jobs = process.env.NEGATIVE_CACHE_CPP_JOBS || '2';
   const t0 = Date.now();
   const build = run('cmake', ['--build', buildDir, '-j', jobs]);
   if (build.status !== 0) fail('the C++ tests did not build', build.stdout + build.stderr);
-  console.log(`test-cpp: built in ${((Date.now() - t0) / 1000).toFixed(1)} s (${buildDir}, CUDA ${cuda ? 'on' : 'off'})`);
+  console.log(`test-cpp: built in ${((Date.now() - t0) / 1000).toFixed(1)} s (${buildDir}, ${arch}, CUDA ${cuda ? 'on' : 'off'})`);
 
   let failed = 0;
   for (const name of TESTS) {
     const t1 = Date.now();
-    const r = run(path.join(buildDir, name), [], { cwd: buildDir });
+    const exe = path.join(buildDir, name);
+    const r = prefix.length ? run(prefix[0], [...prefix.slice(1), exe], { cwd: buildDir }) : run(exe, [], { cwd: buildDir });
     const out = (r.stdout || '') + (r.stderr || '');
     const last = out.trim().split('\n').pop() || '';
     const secs = ((Date.now() - t1) / 1000).toFixed(1);
@@ -89,7 +122,7 @@ function main() {
   walk(path.join(buildDir, 'CMakeFiles'));
   if (!onPath('nm')) {
     console.log('test-cpp: symbol check skipped (no nm on PATH)');
-  } else if (objects.length === 0 && process.arch === 'x64') {
+  } else if (objects.length === 0 && arch === 'x64') {
     failed++;
     console.error('test-cpp: no *_avx2 object found for the symbol check');
   } else {

@@ -107,6 +107,8 @@ console.log('CHECK-RESULT ' + JSON.stringify(out));
   let tarballPrebuilt;
   let tarballSource;
   let prebuiltFile;
+  let crossArm64 = false;   // aarch64-linux-gnu-g++ here: the tarball also holds prebuilds/linux-arm64
+  let arm64File;
 
   const npm = (args, opts) => run(process.execPath, [npmCli, ...args], opts);
 
@@ -133,12 +135,19 @@ console.log('CHECK-RESULT ' + JSON.stringify(out));
     npm(['pack', '--ignore-scripts', '--pack-destination', path.join(tmp, 'source')], { cwd: pkgDir, env });
     tarballSource = path.join(tmp, 'source', `${pkg.name}-${pkg.version}.tgz`);
 
-    // With the prebuild made by `npm run prebuild` (scripts/prebuild.js: prebuildify + cmake-js).
-    run(process.execPath, [path.join(root, 'scripts', 'prebuild.js'), '--out', pkgDir, '--keep-build', path.join(tmp, 'prebuild-build')],
-      { cwd: root, env, timeoutMs: 600000 });
+    // With the prebuilds made by `npm run prebuild` (scripts/prebuild.js: prebuildify + cmake-js):
+    // linux-x64, and linux-arm64 (cross-compiled) when aarch64-linux-gnu-g++ is here.
+    crossArm64 = spawnSync('aarch64-linux-gnu-g++', ['--version'], { encoding: 'utf8' }).status === 0;
+    run(process.execPath, [path.join(root, 'scripts', 'prebuild.js'), '--out', pkgDir, '--keep-build', path.join(tmp, 'prebuild-build'),
+      '--arch', crossArm64 ? 'x64,arm64' : 'x64'],
+    { cwd: root, env, timeoutMs: 900000 });
     const built = fs.readdirSync(path.join(pkgDir, 'prebuilds', platformDir));
     assert.deepStrictEqual(built.filter((f) => f.endsWith('.node')), [`${pkg.name}.node`]);
     prebuiltFile = path.join(pkgDir, 'prebuilds', platformDir, `${pkg.name}.node`);
+    if (crossArm64) {
+      assert.deepStrictEqual(fs.readdirSync(path.join(pkgDir, 'prebuilds', 'linux-arm64')), [`${pkg.name}.node`]);
+      arm64File = path.join(pkgDir, 'prebuilds', 'linux-arm64', `${pkg.name}.node`);
+    }
     fs.mkdirSync(path.join(tmp, 'prebuilt'));
     npm(['pack', '--ignore-scripts', '--pack-destination', path.join(tmp, 'prebuilt')], { cwd: pkgDir, env });
     tarballPrebuilt = path.join(tmp, 'prebuilt', `${pkg.name}-${pkg.version}.tgz`);
@@ -191,24 +200,30 @@ console.log('CHECK-RESULT ' + JSON.stringify(out));
     return res;
   }
 
-  it('builds a prebuild that needs only glibc and libstdc++ and runs on baseline x86-64', function () {
-    const has = (tool) => spawnSync(tool, ['--version'], { encoding: 'utf8' }).status === 0;
-    if (!has('readelf') || !has('objdump')) this.skip();   // binutils come with the compiler
-    const dynamic = run('readelf', ['-d', '-W', prebuiltFile], { cwd: tmp });
+  /** NEEDED only glibc/libstdc++ (+ libm, libgcc_s), no RPATH, symbol versions no newer than glibc 2.31 / GLIBCXX_3.4.28; returns the newest. */
+  function checkSystemNeeds(file, loader) {
+    const dynamic = run('readelf', ['-d', '-W', file], { cwd: tmp });
     const needed = [...dynamic.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
-    const system = /^(libc\.so\.6|libm\.so\.6|libstdc\+\+\.so\.6|libgcc_s\.so\.1|libpthread\.so\.0|libdl\.so\.2|ld-linux-x86-64\.so\.2)$/;
+    const system = new RegExp(`^(libc\\.so\\.6|libm\\.so\\.6|libstdc\\+\\+\\.so\\.6|libgcc_s\\.so\\.1|libpthread\\.so\\.0|libdl\\.so\\.2|${loader})$`);
     assert.ok(needed.includes('libc.so.6'), `NEEDED: ${needed}`);
     assert.deepStrictEqual(needed.filter((lib) => !system.test(lib)), [], `NEEDED: ${needed}`);
     assert.ok(!/\((RPATH|RUNPATH)\)/.test(dynamic), 'the prebuild carries an RPATH/RUNPATH');
     // It loads on Ubuntu 20.04 / Debian 11 class systems (glibc 2.31, libstdc++ of GCC 10):
     // no symbol version newer than theirs (see docs/install.md, the glibc/libstdc++ floor).
-    const versions = run('readelf', ['-V', '-W', prebuiltFile], { cwd: tmp });
+    const versions = run('readelf', ['-V', '-W', file], { cwd: tmp });
     const newest = (family) => [...versions.matchAll(new RegExp(`Name: ${family}_([0-9.]+)`, 'g'))]
       .map((m) => m[1].split('.').map(Number))
       .reduce((a, b) => { for (let i = 0; i < 3; i++) if ((a[i] || 0) !== (b[i] || 0)) return (a[i] || 0) > (b[i] || 0) ? a : b; return a; }, [0]);
     const atMost = (v, max) => { for (let i = 0; i < 3; i++) if ((v[i] || 0) !== (max[i] || 0)) return (v[i] || 0) < (max[i] || 0); return true; };
     assert.ok(atMost(newest('GLIBC'), [2, 31]), `needs GLIBC_${newest('GLIBC').join('.')} (> 2.31)`);
     assert.ok(atMost(newest('GLIBCXX'), [3, 4, 28]), `needs GLIBCXX_${newest('GLIBCXX').join('.')} (> 3.4.28)`);
+    return { glibc: newest('GLIBC').join('.'), glibcxx: newest('GLIBCXX').join('.') };
+  }
+
+  it('builds a prebuild that needs only glibc and libstdc++ and runs on baseline x86-64', function () {
+    const has = (tool) => spawnSync(tool, ['--version'], { encoding: 'utf8' }).status === 0;
+    if (!has('readelf') || !has('objdump')) this.skip();   // binutils come with the compiler
+    checkSystemNeeds(prebuiltFile, 'ld-linux-x86-64\\.so\\.2');
 
     // Everything but the *_avx2 kernels is baseline x86-64 (SSE2): no VEX/EVEX
     // instruction (AVX mnemonics all start with "v"), no ymm/zmm register.
@@ -231,6 +246,19 @@ console.log('CHECK-RESULT ' + JSON.stringify(out));
       else assert.deepStrictEqual(lines.slice(0, 3), [], `${path.basename(obj)} holds AVX code outside the dispatched kernels`);
     }
     assert.ok(dispatched > 0, 'found no AVX2 code in the *_avx2 objects (the check itself is broken?)');
+  });
+
+  it('ships a linux-arm64 prebuild (AArch64, stripped, the same glibc/libstdc++ floors as linux-x64) in a small tarball', function () {
+    const has = (tool) => spawnSync(tool, ['--version'], { encoding: 'utf8' }).status === 0;
+    if (!crossArm64 || !has('readelf')) this.skip();   // needs g++-aarch64-linux-gnu (npm run test:arm64 runs it)
+    assert.match(run('readelf', ['-h', arm64File], { cwd: tmp }), /Machine:\s+AArch64/);
+    assert.ok(!/\.symtab/.test(run('readelf', ['-S', '-W', arm64File], { cwd: tmp })), 'the arm64 prebuild is not stripped');
+    const arm = checkSystemNeeds(arm64File, 'ld-linux-aarch64\\.so\\.1');
+    const x64 = checkSystemNeeds(prebuiltFile, 'ld-linux-x86-64\\.so\\.2');
+    assert.deepStrictEqual(arm, x64, 'the arm64 and x64 prebuilds need different glibc / libstdc++ versions');
+    // Both binaries together keep the package small (about 0.25 MB each, stripped).
+    const size = fs.statSync(tarballPrebuilt).size;
+    assert.ok(size < 1.5e6, `the tarball with both prebuilds is ${size} bytes`);
   });
 
   it('installs with no compiler or CMake on PATH and uses the prebuilt binary', function () {

@@ -17,6 +17,12 @@
 #define NC_X86 1
 #include <cpuid.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
+#endif
 
 namespace nc {
 namespace cpu {
@@ -25,6 +31,13 @@ namespace {
 
 Features probe() {
   Features f{};
+#if defined(__aarch64__)
+#if defined(__linux__)
+  f.neon = (getauxval(AT_HWCAP) & HWCAP_ASIMD) != 0;
+#else
+  f.neon = true;  // Advanced SIMD is part of Armv8-A
+#endif
+#endif
 #ifdef NC_X86
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
@@ -73,14 +86,25 @@ struct TierEntry {
 
 bool hasAvx2(const Features& f) { return f.avx2 && f.fma && f.f16c; }
 bool always(const Features&) { return true; }
+#if defined(__aarch64__)
+bool hasNeon(const Features& f) { return f.neon; }
+#endif
 
 const TierEntry kTiers[] = {
+#if defined(__aarch64__)
+    {"neon", 1, hasNeon, neonMicroKernel, neonEpilogue},
+#else
     {"avx2", 1, hasAvx2, avx2MicroKernel, avx2Epilogue},
+#endif
     {"baseline", 0, always, baselineMicroKernel, baselineEpilogue},
 };
 constexpr int kNumTiers = static_cast<int>(sizeof(kTiers) / sizeof(kTiers[0]));
 
+#if defined(__aarch64__)
+const std::vector<std::string> kCapNames = {"baseline", "neon"};
+#else
 const std::vector<std::string> kCapNames = {"baseline", "avx2", "avx512", "amx"};
+#endif
 
 int capRank(const std::string& name) {
   for (size_t i = 0; i < kCapNames.size(); ++i)
@@ -135,7 +159,12 @@ Tier currentTier() {
   return Tier{e.name, e.kernel(), e.epilogue()};
 }
 
-bool usingAvx2() { return currentTier().kernel == avx2MicroKernel(); }
+bool usingAvx2() {
+  const MicroKernel* k = avx2MicroKernel();
+  return k != nullptr && currentTier().kernel == k;
+}
+
+const char* tierName() { return currentTier().name; }
 
 const std::vector<std::string>& isaCapNames() { return kCapNames; }
 

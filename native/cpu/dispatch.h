@@ -13,6 +13,7 @@ struct Features {
   bool avx2, fma, f16c;
   bool avx512f, avx512bw, avx512vl, avx512dq, avx512bf16;
   bool amxTile, amxBf16;
+  bool neon;  // aarch64 Advanced SIMD (every Armv8-A CPU)
 };
 Features detectedFeatures();
 
@@ -20,6 +21,8 @@ Features detectedFeatures();
 /// environment variable NEGATIVE_CACHE_FORCE_BASELINE=1 at load.
 void setForceBaseline(bool force);
 bool usingAvx2();
+/// The name of the tier in use: "avx2", "neon" or "baseline".
+const char* tierName();
 
 /// The tier names a cap may give, lowest first ("baseline", "avx2",
 /// "avx512", "amx"; "neon" on aarch64): the cap lets a tier run only when it

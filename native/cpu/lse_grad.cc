@@ -79,7 +79,8 @@ void lseChunk(void* ctx, int64_t w, int slot) {
     g.qcount = t.qcount;
     g.newMax = t.lseMax;
     g.acc = job.acc.data() + (w * p.bpad + qb) * p.dim;
-    job.tier.epilogue->lseGradTile(&g);
+    // A tier without its own weighted-sum epilogue uses the baseline one.
+    (job.tier.epilogue->lseGradTile != nullptr ? job.tier.epilogue->lseGradTile : baselineEpilogue()->lseGradTile)(&g);
   });
 }
 

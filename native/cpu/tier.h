@@ -1,8 +1,9 @@
 // The seam between the CPU tiling driver (driver.h, baseline ISA) and the ISA
 // tiers. A tier is a micro-kernel (row conversion + one score block) and
 // epilogues (what consumes a score block), each in its own object file
-// compiled for its ISA (tier_baseline.cc, tier_avx2.cc; AVX-512, AMX-BF16 or
-// NEON tiers plug in the same way) and chosen by one dispatch table
+// compiled for its ISA (tier_baseline.cc, tier_avx2.cc on x86-64, tier_neon.cc
+// on aarch64; AVX-512, AMX-BF16 or SVE tiers plug in the same way) and chosen
+// by one dispatch table
 // (dispatch.cc). See docs/kernels.md "ISA tiers".
 //
 // Only plain structs and function declarations live here: an inline function
@@ -124,6 +125,9 @@ const MicroKernel* baselineMicroKernel();
 const Epilogue* baselineEpilogue();
 const MicroKernel* avx2MicroKernel();
 const Epilogue* avx2Epilogue();
+// Defined only in aarch64 builds (tier_neon.cc is compiled only there).
+const MicroKernel* neonMicroKernel();
+const Epilogue* neonEpilogue();
 
 }  // namespace cpu
 }  // namespace nc

@@ -90,6 +90,7 @@ export interface CpuFeatures {
   avx2: boolean; fma: boolean; f16c: boolean;
   avx512f: boolean; avx512bw: boolean; avx512vl: boolean; avx512dq: boolean; avx512bf16: boolean;
   amxTile: boolean; amxBf16: boolean;
+  neon: boolean;              // aarch64 Advanced SIMD
   usingAvx2: boolean;
   tier: string;               // the tier the kernels use now
   usableTiers: string[];      // compiled in and supported here, best first
@@ -144,7 +145,7 @@ export function addonLoadError(): string | null {
   if (loadError === null) return null;
   return `negative-cache: the native addon could not be loaded: ${loadError.message.split('\n')[0].trim()} ` +
     `(looked in ${path.join(packageRoot, 'build', 'Release')} and ${path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`)}; ` +
-    'prebuilt binaries ship for linux-x64 with glibc). ' +
+    'prebuilt binaries ship for linux-x64 and linux-arm64 with glibc). ' +
     'Fixes: build it from source with a C++17 compiler and CMake >= 3.18: NEGATIVE_CACHE_BUILD_FROM_SOURCE=1 npm rebuild negative-cache ' +
     '(if your npm skips install scripts: npm install-scripts approve negative-cache); ' +
     "or use the pure-JS backend: backend: 'js' or NEGATIVE_CACHE_BACKEND=js. See the README, section Installation.";

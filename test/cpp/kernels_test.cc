@@ -369,6 +369,79 @@ void testBaselineVsAvx2() {
   std::printf("baseline vs avx2: %d of %d draws differ\n", diffs, total);
 }
 
+/// The NEON tier against the baseline tier on random inputs: the same draws,
+/// lse within 1e-5 relative, the same group maxima, and its row conversion
+/// bit-identical to the scalar one for every float16 / bfloat16 value.
+void testBaselineVsNeon() {
+#if defined(__aarch64__)
+  const nc::cpu::Features f = nc::cpu::detectedFeatures();
+  if (!f.neon || nc::cpu::neonMicroKernel() == nullptr) {
+    EXPECT(false, "aarch64 build without its NEON tier (neon=%d)", (int)f.neon);
+    return;
+  }
+  EXPECT(std::strcmp(nc::cpu::tierName(), "neon") == 0, "aarch64 CPU but the tier in use is %s", nc::cpu::tierName());
+  // Conversions: all 65536 bit patterns, odd lengths for the tails.
+  {
+    std::vector<uint16_t> all(65536);
+    for (uint32_t i = 0; i < 65536; ++i) all[i] = static_cast<uint16_t>(i);
+    std::vector<float> a(65536), b(65536);
+    for (int storage : {1, 2}) {
+      for (int64_t n : {int64_t{65536}, int64_t{65533}, int64_t{7}, int64_t{1}}) {
+        nc::cpu::baselineMicroKernel()->convertRow(all.data() + (65536 - n), storage, n, a.data());
+        nc::cpu::neonMicroKernel()->convertRow(all.data() + (65536 - n), storage, n, b.data());
+        EXPECT(std::memcmp(a.data(), b.data(), static_cast<size_t>(n) * 4) == 0,
+               "neon convertRow (storage %d, n %lld) differs from the scalar conversion", storage, (long long)n);
+      }
+    }
+  }
+  std::mt19937_64 rng(23);
+  int draws = 0, cases = 0;
+  double worstLse = 0;
+  const int64_t batches[] = {1, 5, 16, 37};
+  const int64_t dims[] = {1, 7, 64};
+  for (int trial = 0; trial < 12; ++trial) {
+    const nc::DType st = static_cast<nc::DType>(trial % 3);
+    const int64_t B = batches[rng() % 4], D = dims[rng() % 3];
+    const std::vector<int64_t> rows = trial % 2 ? std::vector<int64_t>{3001, 777} : std::vector<int64_t>{1, 250, 41};
+    Problem p = makeProblem(rng, B, D, rows, st, trial % 4 == 0 ? 1.0 : 0.7, trial % 3 ? 20.0f : 1.0f);
+    for (int mode = 0; mode < 3; ++mode) {
+      nc::SampleParams sp;
+      sp.mode = static_cast<nc::SampleMode>(mode);
+      sp.invTemp = rng() % 2 ? 1.0 : 0.3;
+      sp.numDraws = rng() % 2 ? 1 : 5;
+      sp.seed = rng() & ((1ULL << 53) - 1);
+      sp.call = rng() % 7;
+      nc::cpu::setForceBaseline(true);
+      const Draws a = runSample(p, sp, 2);
+      nc::cpu::setForceBaseline(false);
+      const Draws b = runSample(p, sp, 2);
+      EXPECT(a.idx == b.idx, "baseline vs neon: draws differ (trial %d st=%d mode=%d)", trial, (int)st, mode);
+      EXPECT(a.cands == b.cands, "baseline vs neon: candidate counts differ");
+      for (size_t i = 0; i < a.lse.size(); ++i) {
+        const double rel = std::fabs(static_cast<double>(a.lse[i]) - b.lse[i]) / std::max(1e-30, std::fabs(static_cast<double>(a.lse[i])));
+        if (!(a.lse[i] == b.lse[i])) worstLse = std::max(worstLse, rel);
+        EXPECT(a.lse[i] == b.lse[i] || rel <= 1e-5, "baseline vs neon: lse %g vs %g (trial %d)", a.lse[i], b.lse[i], trial);
+      }
+      draws += static_cast<int>(a.idx.size());
+      ++cases;
+    }
+    const int64_t N = p.n(), groups = 1 + static_cast<int64_t>(rng() % 50);
+    std::vector<float> ga(static_cast<size_t>(B * groups)), gb(ga.size());
+    std::vector<int32_t> ra(ga.size()), rb(ga.size());
+    nc::ScoreRequest r = p.req();
+    r.threads = 2;
+    nc::cpu::setForceBaseline(true);
+    nc::cpuBackend().scoreGroupMax(r, groups, ga.data(), ra.data());
+    nc::cpu::setForceBaseline(false);
+    nc::cpuBackend().scoreGroupMax(r, groups, gb.data(), rb.data());
+    EXPECT(ra == rb, "baseline vs neon: group max rows differ (N=%lld)", (long long)N);
+  }
+  std::printf("baseline vs neon: %d cases, %d draws identical, worst lse rel diff %.2g\n", cases, draws, worstLse);
+#else
+  std::printf("baseline vs neon: skipped (not an aarch64 build)\n");
+#endif
+}
+
 void testSampleCandidates() {
   std::mt19937_64 rng(3);
   std::normal_distribution<float> nd(0.0f, 2.0f);
@@ -569,6 +642,9 @@ void testPhiloxTiers() {
   };
   const auto f = nc::cpu::detectedFeatures();
   const Named tiers[] = {{"baseline", nc::cpu::baselineEpilogue(), true},
+#if defined(__aarch64__)
+                         {"neon", nc::cpu::neonEpilogue(), f.neon},
+#endif
                          {"avx2", nc::cpu::avx2Epilogue(), f.avx2 && f.fma && f.f16c}};
   std::mt19937_64 rng(17);
   for (const Named& t : tiers) {
@@ -789,12 +865,13 @@ void testExclusions() {
 
 int main() {
   const auto f = nc::cpu::detectedFeatures();
-  std::printf("cpu: avx2=%d fma=%d f16c=%d usingAvx2=%d\n", f.avx2, f.fma, f.f16c, nc::cpu::usingAvx2());
+  std::printf("cpu: avx2=%d fma=%d f16c=%d neon=%d tier=%s\n", f.avx2, f.fma, f.f16c, f.neon, nc::cpu::tierName());
   testPhiloxTiers();
   testEdgeCases();
   testRandomShapes(false);
   testRandomShapes(true);
   testBaselineVsAvx2();
+  testBaselineVsNeon();
   testThresholdExchange();
   testSampleCandidates();
   testChiSquare();
