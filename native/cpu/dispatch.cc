@@ -72,9 +72,13 @@ struct TierEntry {
 };
 
 bool hasAvx2(const Features& f) { return f.avx2 && f.fma && f.f16c; }
+bool hasAvx512(const Features& f) {
+  return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c;
+}
 bool always(const Features&) { return true; }
 
 const TierEntry kTiers[] = {
+    {"avx512", 2, hasAvx512, avx512MicroKernel, avx512Epilogue},
     {"avx2", 1, hasAvx2, avx2MicroKernel, avx2Epilogue},
     {"baseline", 0, always, baselineMicroKernel, baselineEpilogue},
 };

@@ -101,6 +101,8 @@ const MicroKernel* baselineMicroKernel();
 const Epilogue* baselineEpilogue();
 const MicroKernel* avx2MicroKernel();
 const Epilogue* avx2Epilogue();
+const MicroKernel* avx512MicroKernel();
+const Epilogue* avx512Epilogue();
 
 }  // namespace cpu
 }  // namespace nc
