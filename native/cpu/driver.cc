@@ -55,7 +55,7 @@ int64_t countCandidates(const Prepared& p) {
 
 void Scratch::init(const Prepared& p) {
   rowbuf.resize(static_cast<size_t>(kTileRows * p.dim));
-  sb.resize(static_cast<size_t>(kTileRows * kQueryBlock));
+  sb.resize(static_cast<size_t>(kMaxGemmBlocks * kTileRows * kQueryBlock));
   rowPtr.resize(kTileRows);
   rowIdx.resize(kTileRows);
   rowGroup.resize(kTileRows);

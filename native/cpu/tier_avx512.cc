@@ -131,6 +131,53 @@ void gemmBlockAvx512(const float* q, int64_t dim, const float* const* rows, int6
   }
 }
 
+/// NB query blocks x 6 rows: 6 * NB accumulators (24 at NB = 4), NB query
+/// loads and 6 broadcasts per step of D, so each broadcast row value serves
+/// NB multiply-adds (the single-block kernel is bound by its loads: one per
+/// multiply-add). The same float32 FMA chain per (row, query) as gemmBlock.
+template <int NB>
+void gemmBlocksN(const float* q, int64_t dim, const float* const* rows, int64_t nrows, float scale, float* sb) {
+  const __m512 vscale = _mm512_set1_ps(scale);
+  const int64_t qstride = dim * 16;
+  for (int64_t rg = 0; rg < nrows; rg += 6) {
+    const int64_t valid = nrows - rg < 6 ? nrows - rg : 6;
+    const float* p[6];
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) p[i] = rows[rg + (i < valid ? i : 0)];
+    __m512 c[NB][6];
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i)
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; ++b) c[b][i] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < dim; ++d) {
+      __m512 a[NB];
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; ++b) a[b] = _mm512_loadu_ps(q + b * qstride + d * 16);
+#pragma GCC unroll 6
+      for (int i = 0; i < 6; ++i) {
+        const __m512 x = _mm512_set1_ps(p[i][d]);
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; ++b) c[b][i] = _mm512_fmadd_ps(x, a[b], c[b][i]);
+      }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i)
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; ++b)
+        _mm512_storeu_ps(sb + b * (kTileRows * 16) + (rg + i) * 16, _mm512_mul_ps(c[b][i], vscale));
+  }
+}
+
+void gemmBlocksAvx512(const float* q, int64_t nblk, int64_t dim, const float* const* rows, int64_t nrows,
+                      float scale, float* sb) {
+  switch (nblk) {
+    case 4: gemmBlocksN<4>(q, dim, rows, nrows, scale, sb); break;
+    case 3: gemmBlocksN<3>(q, dim, rows, nrows, scale, sb); break;
+    case 2: gemmBlocksN<2>(q, dim, rows, nrows, scale, sb); break;
+    default: gemmBlockAvx512(q, dim, rows, nrows, scale, sb); break;
+  }
+}
+
 // --- vector exp (the AVX2 tier's polynomial, relative error ~1e-7) -----------
 
 __m512 exp512(__m512 x) {
@@ -147,8 +194,8 @@ __m512 exp512(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  // p * 2^n in one instruction (exact, as the AVX2 tier's exponent-bits product).
+  return _mm512_scalef_ps(p, n);
 }
 
 // --- Philox4x32-10 on 16 counters ---------------------------------------------
@@ -323,6 +370,8 @@ void sampleTileAvx512(const SampleTile* t) {
   __m512 sum = _mm512_setzero_ps();
   uint32_t passRows = 0;  // bit r: row r has a valid lane passing the filter
   alignas(64) float ex[kTileRows * 16];  // exp(s - newM), reused by the noise bound
+  // (Skipping the exp of rows far below the running max was measured slower:
+  // the per-row branch mispredicts more than the exp costs.)
   for (int64_t r = 0; r < nrows; ++r) {
     const __m512 s = _mm512_loadu_ps(sb + r * 16);
     const __m512 e = exp512(_mm512_sub_ps(s, newM));
@@ -393,7 +442,7 @@ void sampleTileAvx512(const SampleTile* t) {
     }
     const __m512i w = words[j & 3];
     unsigned bits = pass & (fast ? boundPassWith(w, _mm512_mul_ps(_mm512_load_ps(ex + r * 16), scale))
-                                 : boundPass(w, d, th.t, th.marg));
+                                : boundPass(w, d, th.t, th.marg));
     if (bits == 0) continue;
     alignas(64) uint32_t wl[16];
     _mm512_store_si512(wl, w);
@@ -446,25 +495,35 @@ void noiseBlocks8Avx512(const NoiseKey* key, const uint32_t* rows, const uint32_
 }
 
 // 16 independent zmm FMA chains: covers the latency of two 512-bit FMA ports.
+// Named variables, not an array: with an array GCC keeps the chains in
+// memory around the asm barrier (a store-forwarding round trip per FMA).
 double peakLoopAvx512(int64_t iters) {
-  constexpr int kChains = 16;
-  __m512 acc[kChains];
-  for (int k = 0; k < kChains; ++k) acc[k] = _mm512_set1_ps(1.0f + 0.001f * static_cast<float>(k));
   const __m512 m = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
+#define NC_CHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#define NC_INIT(k) __m512 a##k = _mm512_set1_ps(1.0f + 0.001f * (k));
+#define NC_FMA(k) a##k = _mm512_fmadd_ps(a##k, m, c);
+#define NC_KEEP(k) __asm__ volatile("" : "+v"(a##k));  // no folding
+#define NC_SUM(k) sum = _mm512_add_ps(sum, a##k);
+  NC_CHAINS(NC_INIT)
   for (int64_t it = 0; it < iters; ++it) {
-    for (int k = 0; k < kChains; ++k) acc[k] = _mm512_fmadd_ps(acc[k], m, c);
-    for (int k = 0; k < kChains; ++k) __asm__ volatile("" : "+v"(acc[k]));  // no folding
+    NC_CHAINS(NC_FMA)
+    NC_CHAINS(NC_KEEP)
   }
-  __m512 sum = acc[0];
-  for (int k = 1; k < kChains; ++k) sum = _mm512_add_ps(sum, acc[k]);
+  __m512 sum = _mm512_setzero_ps();
+  NC_CHAINS(NC_SUM)
+#undef NC_CHAINS
+#undef NC_INIT
+#undef NC_FMA
+#undef NC_KEEP
+#undef NC_SUM
   alignas(64) float out[16];
   _mm512_store_ps(out, sum);
   volatile float sink = out[0];
   (void)sink;
-  return static_cast<double>(iters) * kChains * 16 * 2;
+  return static_cast<double>(iters) * 16 * 16 * 2;
 }
 
-const MicroKernel kAvx512Kernel = {convertRowAvx512, gemmBlockAvx512, peakLoopAvx512};
+const MicroKernel kAvx512Kernel = {convertRowAvx512, gemmBlockAvx512, gemmBlocksAvx512, peakLoopAvx512};
 const Epilogue kAvx512Epilogue = {sampleTileAvx512, groupMaxTileAvx512, noiseBlocks8Avx512};
 
 }  // namespace

@@ -158,7 +158,7 @@ double peakLoopBase(int64_t iters) {
 #define NC_BASE_PEAK nullptr
 #endif
 
-const MicroKernel kBaselineKernel = {convertRowBase, gemmBlockBase, NC_BASE_PEAK};
+const MicroKernel kBaselineKernel = {convertRowBase, gemmBlockBase, nullptr, NC_BASE_PEAK};
 const Epilogue kBaselineEpilogue = {sampleTileBase, groupMaxTileBase, noiseBlocks8Base};
 
 }  // namespace
