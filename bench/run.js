@@ -9,6 +9,15 @@
 //                    [--threads T] [--runs R] [--scale S] [--exclusions E]
 //   npm run bench -- --compare [--json] [--runs R] [--max-log-n 21]
 //   npm run bench -- --lse-grad [--json] [--runs R] [--threads T]
+//   npm run bench -- --isa-compare [--json] [--runs R]     (ISA tiers, issue 10)
+//   npm run bench -- --large [--isa T] ...                 (N=2^20, D=768, B=64, bfloat16)
+//
+// Native rows carry the tier that ran and its share of the machine's own
+// multiply-add peak, measured by the bench (addon.measurePeak per usable tier,
+// all threads): gflops = 2*N*D*B / time, peakFraction = gflops / peakGflops.
+// On a shared machine wall time also counts other processes' slices, so the
+// same figures are given per CPU-second (process.cpuUsage): cpuGflops,
+// peakCpuGflops, cpuPeakFraction. --isa caps the tier (addon.setIsaCap).
 //
 // impl: native = this package's fused kernels; js = its pure-JS kernels;
 // tfjs / tfjs-wasm = the same step written with tfjs ops (matMul, Gumbel
@@ -27,6 +36,10 @@ const { createStore, kernelsFor } = require('../dist/backends');
 
 class UsageError extends Error {}
 
+const ISA_NAMES = ['baseline', 'avx2', 'avx512', 'amx'];
+/** The large-cache row of issue 10. */
+const LARGE = { n: 2 ** 20, d: 768, b: 64, storage: 'bfloat16' };
+
 const USAGE = `Usage: npm run bench -- [options]
   --json                  one JSON object per line instead of a table
   --n N --d D --b B       cache rows, embedding width, queries (131072, 128, 256)
@@ -42,12 +55,18 @@ const USAGE = `Usage: npm run bench -- [options]
                           when /usr/bin/python3 has torch), ending with the ratios
   --max-log-n L           largest N = 2^L in --compare (21)
   --lse-grad              the fused lse + gradient pass (cacheLogSumExp) against the plain
-                          scoring pass and against tfjs matMul + logSumExp + gradient`;
+                          scoring pass and against tfjs matMul + logSumExp + gradient
+
+  --isa T                 cap the ISA tier: baseline | avx2 | avx512 | amx (default: the best usable)
+  --large                 the large-cache row: N=2^20, D=768, B=64, bfloat16 storage
+  --isa-compare           every usable tier interleaved run by run (float32 / float16 / bfloat16 /
+                          numNegatives=32, N=131072 D=128 B=256), the PyTorch peer, the large row;
+                          medians, per-tier peak fractions and ratios`;
 
 function parseArgs(argv) {
   const a = {
     json: false, compare: false, n: 131072, d: 128, b: 256, topK: 0, numNegatives: 1, storage: 'float32',
-    impl: 'native', threads: 0, runs: 7, scale: 20, maxLogN: 21, child: null, exclusions: 0,
+    impl: 'native', threads: 0, runs: 7, scale: 20, maxLogN: 21, child: null, exclusions: 0, isa: null, large: false, isaCompare: false,
   };
   const num = (v, name) => {
     const x = Number(v);
@@ -73,10 +92,15 @@ function parseArgs(argv) {
       case '--max-log-n': a.maxLogN = num(v, 'max-log-n'); i++; break;
       case '--exclusions': a.exclusions = num(v, 'exclusions'); i++; break;
       case '--child': a.child = v; i++; break;
+      case '--isa': a.isa = v; i++; break;
+      case '--large': a.large = true; break;
+      case '--isa-compare': a.isaCompare = true; break;
       case '--help': case '-h': a.help = true; break;
       default: throw new UsageError(`unknown option ${k} (see --help)`);
     }
   }
+  if (a.isa !== null && !ISA_NAMES.includes(a.isa)) throw new UsageError(`--isa must be one of ${ISA_NAMES.join(', ')}; got ${a.isa}`);
+  if (a.large) Object.assign(a, LARGE);
   if (!['float32', 'float16', 'bfloat16'].includes(a.storage)) throw new UsageError(`--storage must be float32, float16 or bfloat16; got ${a.storage}`);
   return a;
 }
@@ -184,20 +208,23 @@ async function timeImpl(impl, o) {
   else throw new Error(`unknown impl ${impl}`);
   const runs = impl === 'native' ? o.runs : Math.max(1, Math.min(o.runs, 3));
   h.step();  // warm-up
-  const ts = [];
+  const ts = [], cpu = [];
   for (let i = 0; i < runs; i++) {
+    const c0 = cpuMs();
     const t0 = process.hrtime.bigint();
     h.step();
     ts.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    cpu.push(cpuMs() - c0);
   }
   h.dispose();
   const addon = loadAddon();
-  return {
+  const row = {
     impl, n: o.n, d: o.d, b: o.b, topK: o.topK, numNegatives: o.numNegatives, storage: o.storage, scale: o.scale, exclusions: o.exclusions,
     threads: o.threads || require('os').cpus().length, runs,
     median_ms: +median(ts).toFixed(3), min_ms: +Math.min(...ts).toFixed(3),
     ...(impl === 'native' && addon ? { avx2: addon.cpuFeatures().usingAvx2 } : {}),
   };
+  return impl === 'native' && addon ? withPeakFraction(row, median(ts), median(cpu)) : row;
 }
 
 function readStatus(field) {
@@ -244,8 +271,150 @@ function torchPeer(o) {
   return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
 }
 
+// --- ISA tiers and the machine's peaks (issue 10) ------------------------------
+
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e3;
+};
+
+let peakCache = null;
+/**
+ * The float32 multiply-add peak of every usable tier on all threads, best of
+ * `tries` probes of `seconds` each, in GFLOP/s of wall time; and per
+ * CPU-second (process.cpuUsage), where the probe's own calibration (a short
+ * single-thread run, timed by a calibration-only call right after) is taken
+ * out: the best of the tries where that left most of the time (else of the
+ * whole calls, which overstates the peak a little: fractions err low).
+ */
+function machinePeaks(threads = 0, tries = 3, seconds = 0.5) {
+  if (peakCache) return peakCache;
+  const addon = loadAddon();
+  const peaks = {};
+  for (const tier of addon.cpuFeatures().usableTiers) {
+    let wall = -1;
+    const perCpu = [], whole = [];
+    for (let i = 0; i < tries; i++) {
+      const c0 = cpuMs(), w0 = process.hrtime.bigint();
+      const g = addon.measurePeak(tier, threads, seconds);
+      const c1 = cpuMs(), w1 = process.hrtime.bigint();
+      if (!(g > 0)) break;
+      addon.measurePeak(tier, 1, 1e-6);  // calibration only
+      const c2 = cpuMs(), w2 = process.hrtime.bigint();
+      const callWall = Number(w1 - w0) / 1e9, callCpu = (c1 - c0) / 1e3;
+      const mainWall = callWall - Number(w2 - w1) / 1e9, mainCpu = callCpu - (c2 - c1) / 1e3;
+      wall = Math.max(wall, g);
+      whole.push((g * callWall) / callCpu);
+      if (mainWall > 0.7 * callWall && mainCpu > 0.7 * callCpu) perCpu.push((g * mainWall) / mainCpu);
+    }
+    if (wall > 0) peaks[tier] = { gflops: +wall.toFixed(1), cpuGflops: +Math.max(...(perCpu.length ? perCpu : whole)).toFixed(1) };
+  }
+  peakCache = peaks;
+  return peaks;
+}
+
+/** Adds the tier and the peak fractions to a native row (flops: the 2*N*D*B of the score matrix). */
+function withPeakFraction(row, ms, cpu) {
+  const tier = loadAddon().cpuFeatures().tier;
+  const peak = machinePeaks()[tier];
+  const flops = 2 * row.n * row.d * row.b;
+  const gflops = flops / ms / 1e6, cpuGflops = flops / cpu / 1e6;
+  return {
+    ...row, tier, cpu_ms: +cpu.toFixed(3), gflops: +gflops.toFixed(1), peakGflops: peak ? peak.gflops : null,
+    peakFraction: peak ? +(gflops / peak.gflops).toFixed(3) : null, cpuGflops: +cpuGflops.toFixed(1),
+    peakCpuGflops: peak ? peak.cpuGflops : null, cpuPeakFraction: peak ? +(cpuGflops / peak.cpuGflops).toFixed(3) : null,
+  };
+}
+
+/** The ISA line printed first: chosen tier, usable tiers, cap and measured peaks. */
+function isaInfo() {
+  const f = loadAddon().cpuFeatures();
+  return { what: 'isa', tier: f.tier, usableTiers: f.usableTiers, isaCap: f.isaCap, peaks: machinePeaks() };
+}
+
+/**
+ * Every usable tier above the baseline at the main shape, interleaved run by
+ * run (so a load change hits every tier alike), then the PyTorch peer and the
+ * large-cache row on the best tier; medians, peak fractions and ratios.
+ */
+async function isaCompare(o, emit) {
+  const addon = loadAddon();
+  const f = addon.cpuFeatures();
+  const tiers = f.usableTiers.filter((t) => t !== 'baseline');
+  const base = { ...o, n: 131072, d: 128, b: 256, topK: 0, numNegatives: 1, storage: 'float32', threads: 0, scale: 20 };
+  const confs = [
+    { label: 'f32', storage: 'float32' }, { label: 'f16', storage: 'float16' }, { label: 'bf16', storage: 'bfloat16' },
+    { label: 'k32', storage: 'float32', numNegatives: 32 },
+  ];
+  const values = cacheValues(base.n, base.d);
+  const steps = confs.map((c) => ({ ...c, h: kernelStep('native', { ...base, ...c }, values) }));
+  const samples = {};
+  const before = f.isaCap;
+  try {
+    for (const t of tiers) { addon.setIsaCap(t); for (const s of steps) s.h.step(); }  // warm-up
+    for (let r = 0; r < o.runs; r++) {
+      for (const t of tiers) {
+        addon.setIsaCap(t);
+        for (const s of steps) {
+          const c0 = cpuMs(), t0 = process.hrtime.bigint();
+          s.h.step();
+          const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+          ((samples[`${t} ${s.label}`] ??= { ms: [], cpu: [] }).ms).push(ms);
+          samples[`${t} ${s.label}`].cpu.push(cpuMs() - c0);
+        }
+      }
+    }
+  } finally {
+    addon.setIsaCap(before);
+  }
+  for (const s of steps) s.h.dispose();
+  const rows = [];
+  const res = {};
+  for (const t of tiers) {
+    addon.setIsaCap(t);
+    for (const s of steps) {
+      const sm = samples[`${t} ${s.label}`];
+      const row = withPeakFraction({
+        impl: 'native', n: base.n, d: base.d, b: base.b, topK: 0, numNegatives: s.numNegatives || 1, storage: s.storage,
+        scale: base.scale, threads: require('os').cpus().length, runs: o.runs, median_ms: +median(sm.ms).toFixed(3), min_ms: +Math.min(...sm.ms).toFixed(3),
+      }, median(sm.ms), median(sm.cpu));
+      row.label = `${t} ${s.label}`;
+      res[row.label] = row;
+      rows.push(row);
+      emit(row);
+    }
+  }
+  addon.setIsaCap(before);
+  const peer = torchPeer(base);
+  const tStep = peer.find((r) => r.impl === 'torch-step');
+  for (const r of peer) { r.label = r.impl; rows.push(r); emit(r); }
+  const large = await timeImpl('native', { ...base, ...LARGE, runs: Math.min(o.runs, 3) });
+  large.label = `${large.tier} large`;
+  rows.push(large);
+  emit(large);
+  const ratio = (a, b) => (a && b ? +(a / b).toFixed(3) : null);
+  const summary = { what: 'isa-summary', tier: f.tier, tiers, load: require('os').loadavg().map((x) => +x.toFixed(2)) };
+  for (const t of tiers) {
+    const g = (l) => res[`${t} ${l}`];
+    summary[t] = {
+      f32PeakFraction: g('f32').peakFraction, f32CpuPeakFraction: g('f32').cpuPeakFraction, target_f32PeakFraction: t === 'avx512' ? 0.7 : null,
+      bf16_over_f32: ratio(g('bf16').median_ms, g('f32').median_ms), f16_over_f32: ratio(g('f16').median_ms, g('f32').median_ms),
+      k32_over_k1: ratio(g('k32').median_ms, g('f32').median_ms), target_k32_over_k1: 1.1,
+      over_torch_step: tStep ? Object.fromEntries(['f32', 'f16', 'bf16'].map((l) => [l, ratio(g(l).median_ms, tStep.median_ms)])) : null,
+      target_over_torch_step: 0.25,
+    };
+  }
+  if (tiers.includes('avx512') && tiers.includes('avx2')) {
+    summary.avx2_over_avx512 = Object.fromEntries(confs.map((c) => [c.label, ratio(res[`avx2 ${c.label}`].median_ms, res[`avx512 ${c.label}`].median_ms)]));
+  }
+  summary.large = { tier: large.tier, median_ms: large.median_ms, gflops: large.gflops, peakFraction: large.peakFraction, cpuPeakFraction: large.cpuPeakFraction };
+  emit(summary, true);
+  return rows;
+}
+
 function printTable(rows) {
-  const cols = ['impl', 'n', 'd', 'b', 'topK', 'numNegatives', 'storage', 'scale', 'exclusions', 'threads', 'median_ms', 'min_ms', 'extra_rss_mb'];
+  const cols = ['impl', 'n', 'd', 'b', 'topK', 'numNegatives', 'storage', 'scale', 'exclusions', 'threads', 'median_ms', 'min_ms', 'extra_rss_mb',
+    'tier', 'gflops', 'peakGflops', 'peakFraction', 'cpuGflops', 'peakCpuGflops', 'cpuPeakFraction'];
   const present = cols.filter((c) => rows.some((r) => r[c] !== undefined));
   const cell = (r, c) => (r[c] === undefined ? '' : `${r[c]}`);
   const w = present.map((c) => Math.max(c.length, ...rows.map((r) => cell(r, c).length)));
@@ -276,6 +445,7 @@ async function compare(o, emit) {
     r.ns_per_row = +((r.median_ms * 1e6) / r.n).toFixed(2);
     perRow.push(r);
   }
+  add(await timeImpl('native', { ...base, ...LARGE, runs: Math.min(o.runs, 3) }), 'native large (2^20 x 768, B=64, bf16)');
   const mem = runChild('memory', { ...base, n: 2 ** 20 })[0];
   add(mem, 'native memory N=2^20');
   for (const impl of ['tfjs', 'tfjs-wasm']) {
@@ -422,8 +592,19 @@ async function main() {
   }
   if (!loadAddon() && o.impl.split(',').includes('native')) throw new Error('the native addon is not built (npm run build:native)');
   const emitJson = (r) => console.log(JSON.stringify(r));
+  if (loadAddon()) {
+    if (o.isa !== null) loadAddon().setIsaCap(o.isa);
+    const info = isaInfo();
+    if (o.json) emitJson(info);
+    else console.log(`tier ${info.tier} (usable: ${info.usableTiers.join(', ')}; cap ${info.isaCap ?? 'none'}); peaks GFLOP/s (wall / per CPU-s): ${Object.entries(info.peaks).map(([t, p]) => `${t} ${p.gflops} / ${p.cpuGflops}`).join(', ')}; load ${require('os').loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+  }
   if (o.lseGrad) {
     const rows = await lseGradCompare(o, o.json ? emitJson : (r, isSummary) => { if (isSummary) console.log(JSON.stringify(r, null, 2)); });
+    if (!o.json) printTable(rows.map((r) => ({ ...r, impl: r.label || r.impl })));
+    return;
+  }
+  if (o.isaCompare) {
+    const rows = await isaCompare(o, o.json ? emitJson : (r, isSummary) => { if (isSummary) console.log(JSON.stringify(r, null, 2)); });
     if (!o.json) printTable(rows.map((r) => ({ ...r, impl: r.label || r.impl })));
     return;
   }

@@ -3,7 +3,8 @@
 // reference kernels on random inputs (several sources, float16 / bfloat16,
 // partly filled caches, k > 1, topK groups, explicit candidate matrices), the
 // same draws for 1 and 2 threads, and bad input -> TypeError / RangeError.
-// test/21-baseline-isa.test.js reruns this file on the forced baseline path.
+// test/21-baseline-isa.test.js reruns this file on the forced baseline path,
+// test/23-isa-tiers.test.js under each other usable tier (NEGATIVE_CACHE_ISA).
 const assert = require('assert');
 const { loadAddon, createStore, kernelsFor, jsKernels } = require('./helpers/internals');
 const { rng } = require('./helpers/rng');
@@ -62,14 +63,17 @@ function assertSameDraws(got, want, k, what, nearTie) {
 
 const describeNative = addon ? describe : describe.skip;
 
-describeNative(`native kernels (usingAvx2=${addon ? addon.cpuFeatures().usingAvx2 : 'n/a'})`, function () {
+describeNative(`native kernels (tier ${addon ? addon.cpuFeatures().tier : 'n/a'})`, function () {
   const native = addon ? kernelsFor('native') : null;
 
   it('reports CPU features and the path in use', () => {
     const f = addon.cpuFeatures();
     for (const k of ['avx2', 'fma', 'f16c', 'usingAvx2']) assert.strictEqual(typeof f[k], 'boolean');
-    if (process.env.NEGATIVE_CACHE_FORCE_BASELINE === '1') assert.strictEqual(f.usingAvx2, false);
-    else assert.strictEqual(f.usingAvx2, f.avx2 && f.fma && f.f16c);
+    // usingAvx2: the AVX2 tier runs (an AVX-512 CPU runs the avx512 tier unless capped).
+    assert.strictEqual(f.usingAvx2, f.tier === 'avx2');
+    if (process.env.NEGATIVE_CACHE_FORCE_BASELINE === '1') assert.strictEqual(f.tier, 'baseline');
+    else if (!process.env.NEGATIVE_CACHE_ISA) assert.strictEqual(f.tier, f.usableTiers[0]);
+    else if (f.usableTiers.includes(process.env.NEGATIVE_CACHE_ISA)) assert.strictEqual(f.tier, process.env.NEGATIVE_CACHE_ISA);
   });
 
   it('worked example: known scores, lse and max draws', () => {

@@ -39,19 +39,20 @@ describeNative('baseline ISA path (forced)', function () {
     const req = { queries: new Float32Array(batch * dim).map(rnd), batch, dim, sources: [{ store, key: 'e' }], scale: 10, scoreEmptyRows: false };
     const params = { mode: 'gumbel', invTemp: 1, numDraws: 3, seed: 77, call: 4 };
     const k = kernelsFor('native');
-    const before = addon.cpuFeatures().usingAvx2;
+    const f0 = addon.cpuFeatures();
+    const wasForced = f0.tier === 'baseline' && f0.isaCap !== 'baseline' && f0.usableTiers.length > 1;
     try {
       addon.setForceBaseline(true);
       assert.strictEqual(addon.cpuFeatures().usingAvx2, false);
       const base = k.scoreAndSample(req, params);
       addon.setForceBaseline(false);
       const f = addon.cpuFeatures();
-      assert.strictEqual(f.usingAvx2, f.avx2 && f.fma && f.f16c && process.env.NEGATIVE_CACHE_FORCE_BASELINE !== '1');
+      assert.strictEqual(f.tier !== 'baseline', f.avx2 && f.fma && f.f16c && process.env.NEGATIVE_CACHE_FORCE_BASELINE !== '1');
       const fast = k.scoreAndSample(req, params);
       assert.deepStrictEqual(Array.from(fast.indices), Array.from(base.indices));
       for (let b = 0; b < batch; b++) assert.ok(Math.abs(fast.lse[b] - base.lse[b]) < 1e-4 * (1 + Math.abs(base.lse[b])));
     } finally {
-      addon.setForceBaseline(!before && addon.cpuFeatures().avx2 ? true : false);
+      addon.setForceBaseline(wasForced);
     }
   });
 });

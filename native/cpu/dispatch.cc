@@ -85,6 +85,9 @@ struct TierEntry {
 };
 
 bool hasAvx2(const Features& f) { return f.avx2 && f.fma && f.f16c; }
+bool hasAvx512(const Features& f) {
+  return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c;
+}
 bool always(const Features&) { return true; }
 #if defined(__aarch64__)
 bool hasNeon(const Features& f) { return f.neon; }
@@ -94,6 +97,7 @@ const TierEntry kTiers[] = {
 #if defined(__aarch64__)
     {"neon", 1, hasNeon, neonMicroKernel, neonEpilogue},
 #else
+    {"avx512", 2, hasAvx512, avx512MicroKernel, avx512Epilogue},
     {"avx2", 1, hasAvx2, avx2MicroKernel, avx2Epilogue},
 #endif
     {"baseline", 0, always, baselineMicroKernel, baselineEpilogue},

@@ -62,7 +62,7 @@ void countCandidatesPerQuery(const Prepared& p, int64_t* out) {
 
 void Scratch::init(const Prepared& p) {
   rowbuf.resize(static_cast<size_t>(kTileRows * p.dim));
-  sb.resize(static_cast<size_t>(kTileRows * kQueryBlock));
+  sb.resize(static_cast<size_t>(kMaxGemmBlocks * kTileRows * kQueryBlock));
   rowPtr.resize(kTileRows);
   rowIdx.resize(kTileRows);
   rowGroup.resize(kTileRows);

@@ -50,7 +50,7 @@ void countCandidatesPerQuery(const Prepared& p, int64_t* out);
 /// Per-thread scratch of the tile loop.
 struct Scratch {
   std::vector<float> rowbuf;   // kTileRows x dim (converted half rows)
-  std::vector<float> sb;       // kTileRows x kQueryBlock scores
+  std::vector<float> sb;       // kMaxGemmBlocks x kTileRows x kQueryBlock scores (epilogues read the first block)
   std::vector<const float*> rowPtr;
   std::vector<int32_t> rowIdx, rowGroup;
   std::vector<ExclusionHit> hits;  // excluded (tile row, query) pairs of the current tile
@@ -77,7 +77,17 @@ void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t
     if (nrows == 0) return;
     if (exclude) cursor.tile(sc.rowIdx.data(), nrows, sc.hits, p.indexBase);  // rowIdx holds indexBase + request row
     for (int64_t qb = 0; qb < p.bpad; qb += kQueryBlock) {
-      mk.gemmBlock(p.qt.data() + qb * p.dim, p.dim, sc.rowPtr.data(), nrows, req.scale, sc.sb.data());
+      const int64_t inGroup = (qb / kQueryBlock) % kMaxGemmBlocks;
+      if (mk.gemmBlocks == nullptr) {
+        mk.gemmBlock(p.qt.data() + qb * p.dim, p.dim, sc.rowPtr.data(), nrows, req.scale, sc.sb.data());
+      } else if (inGroup == 0) {
+        // Up to kMaxGemmBlocks blocks at once into sb; block 0 is in place.
+        const int64_t nblk = std::min(kMaxGemmBlocks, (p.bpad - qb) / kQueryBlock);
+        mk.gemmBlocks(p.qt.data() + qb * p.dim, nblk, p.dim, sc.rowPtr.data(), nrows, req.scale, sc.sb.data());
+      } else {
+        // The epilogues read block 0 of sb (its scores were consumed already).
+        std::copy_n(sc.sb.data() + inGroup * kTileRows * kQueryBlock, nrows * kQueryBlock, sc.sb.data());
+      }
       // Per-(query, row) exclusions (docs/kernels.md): the one place every
       // score block passes before any epilogue sees it.
       if (exclude && !sc.hits.empty()) maskExclusionHits(sc.hits, qb, kQueryBlock, kQueryBlock, sc.sb.data());

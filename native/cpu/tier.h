@@ -23,6 +23,9 @@ namespace cpu {
 constexpr int64_t kTileRows = 24;
 /// Queries are packed in blocks of this many (the micro-kernels' width).
 constexpr int64_t kQueryBlock = 16;
+/// Most query blocks a micro-kernel's gemmBlocks scores in one pass over a
+/// tile's rows (the score scratch holds this many blocks).
+constexpr int64_t kMaxGemmBlocks = 4;
 
 /// Sparse (query, column) pairs that passed the score filter, waiting to be
 /// handled 8 at a time with one Philox call (AVX2 epilogue). Lives per thread
@@ -92,6 +95,13 @@ struct MicroKernel {
   /// block of the query pack, [dim][16].
   void (*gemmBlock)(const float* qblk, int64_t dim, const float* const* rows, int64_t nrows, float scale,
                     float* sb);
+  /// Optional (null = gemmBlock per block): scores nblk (1..kMaxGemmBlocks)
+  /// consecutive blocks of the query pack, starting at qblk, in one pass over
+  /// the rows; block i goes to sb + i * kTileRows * kQueryBlock. Same values
+  /// as gemmBlock (fewer loads per multiply-add: each row broadcast serves
+  /// nblk blocks).
+  void (*gemmBlocks)(const float* qblk, int64_t nblk, int64_t dim, const float* const* rows, int64_t nrows,
+                     float scale, float* sb);
   /// The tier's peak probe: `iters` rounds of independent multiply-adds in
   /// the tier's widest float32 unit, returning the floating-point operations
   /// done (bench: the machine's own peak per tier). Null = no probe.
@@ -125,6 +135,8 @@ const MicroKernel* baselineMicroKernel();
 const Epilogue* baselineEpilogue();
 const MicroKernel* avx2MicroKernel();
 const Epilogue* avx2Epilogue();
+const MicroKernel* avx512MicroKernel();
+const Epilogue* avx512Epilogue();
 // Defined only in aarch64 builds (tier_neon.cc is compiled only there).
 const MicroKernel* neonMicroKernel();
 const Epilogue* neonEpilogue();

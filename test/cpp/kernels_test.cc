@@ -1,7 +1,8 @@
 // Tests of the CPU kernels against a naive float64 reference (no Node needed):
 // random shapes (odd batch / dim / N, several segments, float16 / bfloat16,
-// partly filled, k > 1, topK groups), 1 vs N threads, forced baseline vs AVX2,
-// and a chi-square test that Gumbel draws follow softmax(invTemp * S).
+// partly filled, k > 1, topK groups), 1 vs N threads, on every usable ISA tier
+// (baseline, AVX2, AVX-512: forced through the tier cap), the tiers against
+// each other, lse precision per tier, and a chi-square test that Gumbel draws follow softmax(invTemp * S).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend.h"
@@ -251,9 +253,23 @@ bool sameDraws(const Draws& a, const Draws& b, bool exactLse) {
   return true;
 }
 
-void testRandomShapes(bool baseline) {
-  nc::cpu::setForceBaseline(baseline);
-  std::mt19937_64 rng(baseline ? 7 : 11);
+/// Runs the kernels on one tier (through the cap); false when it cannot run here.
+bool useTier(const std::string& name) {
+  const auto usable = nc::cpu::usableTiers();
+  if (std::find(usable.begin(), usable.end(), name) == usable.end()) return false;
+  nc::cpu::setForceBaseline(false);
+  EXPECT(nc::cpu::setIsaCap(name), "setIsaCap(%s)", name.c_str());
+  EXPECT(nc::cpu::tierName() == name, "cap %s runs %s", name.c_str(), nc::cpu::tierName().c_str());
+  return nc::cpu::tierName() == name;
+}
+void resetTier() {
+  nc::cpu::setIsaCap("");
+  nc::cpu::setForceBaseline(false);
+}
+
+void testRandomShapes(const std::string& tier, uint64_t seed) {
+  if (!useTier(tier)) return;
+  std::mt19937_64 rng(seed);
   const int64_t batches[] = {1, 3, 8, 17, 33};
   const int64_t dims[] = {1, 5, 16, 33, 128};
   const std::vector<std::vector<int64_t>> rowSets = {{1}, {47}, {100, 0, 13}, {1000}, {3001, 2000}, {12000}};
@@ -281,7 +297,7 @@ void testRandomShapes(bool baseline) {
       const Draws d = runSample(p, sp, 3);
       char what[160];
       std::snprintf(what, sizeof what, "%s B=%lld D=%lld N=%lld st=%d fill=%.2f mode=%d k=%lld",
-                    baseline ? "baseline" : "dispatch", (long long)B, (long long)D, (long long)N,
+                    tier.c_str(), (long long)B, (long long)D, (long long)N,
                     (int)st, fill, mode, (long long)sp.numDraws);
       checkDraws(what, S, cand, B, N, sp, d);
       const Draws d1 = runSample(p, sp, 1);
@@ -336,37 +352,74 @@ void testRandomShapes(bool baseline) {
       }
     }
   }
-  nc::cpu::setForceBaseline(false);
-  std::printf("random shapes (%s): %d cases\n", baseline ? "baseline" : "dispatch", cases);
+  resetTier();
+  std::printf("random shapes (%s): %d cases\n", tier.c_str(), cases);
 }
 
-void testBaselineVsAvx2() {
-  if (!(nc::cpu::detectedFeatures().avx2)) {
-    std::printf("baseline vs avx2: skipped (no AVX2)\n");
-    return;
-  }
-  std::mt19937_64 rng(5);
-  int diffs = 0, total = 0;
-  for (nc::DType st : {nc::DType::Float32, nc::DType::Float16, nc::DType::BFloat16}) {
-    Problem p = makeProblem(rng, 37, 64, {20000, 777}, st, 0.8, 20.0f);
-    for (int mode = 0; mode < 2; ++mode) {
-      nc::SampleParams sp;
-      sp.mode = static_cast<nc::SampleMode>(mode);
-      sp.numDraws = 5;
-      sp.seed = 42;
-      sp.call = 3;
-      nc::cpu::setForceBaseline(true);
-      EXPECT(!nc::cpu::usingAvx2(), "forced baseline still uses AVX2");
-      const Draws a = runSample(p, sp, 2);
-      nc::cpu::setForceBaseline(false);
-      EXPECT(nc::cpu::usingAvx2(), "AVX2 CPU but not using AVX2");
-      const Draws b = runSample(p, sp, 2);
-      for (size_t i = 0; i < a.idx.size(); ++i) diffs += a.idx[i] != b.idx[i];
-      total += static_cast<int>(a.idx.size());
-      EXPECT(sameDraws(a, b, false), "baseline vs avx2: lse or draws differ (st=%d mode=%d)", (int)st, mode);
+/// Every usable tier against the baseline tier: the same draws (up to
+/// near-ties, none expected on this data) and lse within 1e-4.
+void testTiersAgree() {
+  for (const std::string& tier : nc::cpu::usableTiers()) {
+    if (tier == "baseline") continue;
+    std::mt19937_64 rng(5);
+    int diffs = 0, total = 0;
+    for (nc::DType st : {nc::DType::Float32, nc::DType::Float16, nc::DType::BFloat16}) {
+      Problem p = makeProblem(rng, 37, 64, {20000, 777}, st, 0.8, 20.0f);
+      for (int mode = 0; mode < 2; ++mode) {
+        nc::SampleParams sp;
+        sp.mode = static_cast<nc::SampleMode>(mode);
+        sp.numDraws = 5;
+        sp.seed = 42;
+        sp.call = 3;
+        nc::cpu::setForceBaseline(true);
+        EXPECT(nc::cpu::tierName() == "baseline", "forced baseline runs %s", nc::cpu::tierName().c_str());
+        const Draws a = runSample(p, sp, 2);
+        if (!useTier(tier)) return;
+        if (tier == "avx2") EXPECT(nc::cpu::usingAvx2(), "AVX2 tier but usingAvx2() is false");
+        const Draws b = runSample(p, sp, 2);
+        resetTier();
+        for (size_t i = 0; i < a.idx.size(); ++i) diffs += a.idx[i] != b.idx[i];
+        total += static_cast<int>(a.idx.size());
+        EXPECT(sameDraws(a, b, false), "baseline vs %s: lse or draws differ (st=%d mode=%d)", tier.c_str(), (int)st,
+               mode);
+      }
     }
+    std::printf("baseline vs %s: %d of %d draws differ\n", tier.c_str(), diffs, total);
   }
-  std::printf("baseline vs avx2: %d of %d draws differ\n", diffs, total);
+}
+
+/// lse of every tier within 1e-5 relative of the float64 reference (of the
+/// stored values), at score scales 1 and 20, every storage.
+void testLsePrecision() {
+  for (const std::string& tier : nc::cpu::usableTiers()) {
+    if (!useTier(tier)) continue;
+    std::mt19937_64 rng(77);
+    double worst = 0;
+    for (nc::DType st : {nc::DType::Float32, nc::DType::Float16, nc::DType::BFloat16}) {
+      for (float scale : {1.0f, 20.0f}) {
+        Problem p = makeProblem(rng, 19, 128, {30011}, st, 1.0, scale);
+        std::vector<double> S;
+        std::vector<uint8_t> cand;
+        p.reference(S, cand);
+        const int64_t N = p.n();
+        nc::SampleParams sp;
+        sp.mode = nc::SampleMode::None;
+        const Draws d = runSample(p, sp, 2);
+        for (int64_t b = 0; b < p.batch; ++b) {
+          double M = -kInf, sum = 0;
+          for (int64_t j = 0; j < N; ++j) M = std::max(M, S[b * N + j]);
+          for (int64_t j = 0; j < N; ++j) sum += std::exp(S[b * N + j] - M);
+          const double lse = M + std::log(sum);
+          const double rel = std::fabs(d.lse[b] - lse) / std::max(1.0, std::fabs(lse));
+          worst = std::max(worst, rel);
+          EXPECT(rel <= 1e-5, "%s lse st=%d scale=%g b=%lld: %.9g vs %.9g (rel %.3g)", tier.c_str(), (int)st, scale,
+                 (long long)b, d.lse[b], lse, rel);
+        }
+      }
+    }
+    std::printf("lse precision (%s): worst relative error %.3g\n", tier.c_str(), worst);
+  }
+  resetTier();
 }
 
 /// The NEON tier against the baseline tier on random inputs: the same draws,
@@ -511,8 +564,8 @@ void testChiSquare() {
   s.f32 = {0.0f, 0.5f, 1.0f, -1.0f, 2.0f, 0.25f};
   p.segs.push_back(s);
   for (double invTemp : {1.0, 0.5}) {
-    for (bool baseline : {false, true}) {
-      nc::cpu::setForceBaseline(baseline);
+    for (const std::string& tier : nc::cpu::usableTiers()) {
+      if (!useTier(tier)) continue;
       std::vector<double> counts(N, 0.0);
       const int calls = 30000;
       int dup = 0;
@@ -534,12 +587,12 @@ void testChiSquare() {
         chi2 += (counts[j] - e) * (counts[j] - e) / e;
       }
       // df = 5: P(chi2 > 20.5) = 0.001.
-      EXPECT(chi2 < 20.5, "chi-square %g too large (invTemp %g, baseline %d)", chi2, invTemp, (int)baseline);
+      EXPECT(chi2 < 20.5, "chi-square %g too large (invTemp %g, tier %s)", chi2, invTemp, tier.c_str());
       EXPECT(dup == 0, "Gumbel-top-2 drew the same row twice");
-      std::printf("chi-square invTemp=%g baseline=%d: %.2f (df 5)\n", invTemp, (int)baseline, chi2);
+      std::printf("chi-square invTemp=%g %s: %.2f (df 5)\n", invTemp, tier.c_str(), chi2);
     }
   }
-  nc::cpu::setForceBaseline(false);
+  resetTier();
 }
 
 void testEdgeCases() {
@@ -588,7 +641,8 @@ void testEdgeCases() {
 /// larger N (many chunks, so the exchange happens), k up to 40, repeated rows
 /// (exact ties between threads' lists): every thread count must give the
 /// reference draws, bit-identical to one thread.
-void testThresholdExchange() {
+void testThresholdExchange(const std::string& tier) {
+  if (!useTier(tier)) return;
   std::mt19937_64 rng(4242);
   int cases = 0;
   for (int rep = 0; rep < 6; ++rep) {
@@ -620,7 +674,8 @@ void testThresholdExchange() {
       ++cases;
     }
   }
-  std::printf("threshold exchange: %d cases ok\n", cases);
+  resetTier();
+  std::printf("threshold exchange (%s): %d cases ok\n", tier.c_str(), cases);
 }
 
 /// Every tier's SIMD Philox against the scalar definition (rng.h), and the
@@ -642,10 +697,12 @@ void testPhiloxTiers() {
   };
   const auto f = nc::cpu::detectedFeatures();
   const Named tiers[] = {{"baseline", nc::cpu::baselineEpilogue(), true},
-#if defined(__aarch64__)
+                         #if defined(__aarch64__)
                          {"neon", nc::cpu::neonEpilogue(), f.neon},
 #endif
-                         {"avx2", nc::cpu::avx2Epilogue(), f.avx2 && f.fma && f.f16c}};
+                         {"avx2", nc::cpu::avx2Epilogue(), f.avx2 && f.fma && f.f16c},
+                         {"avx512", nc::cpu::avx512Epilogue(),
+                          f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c}};
   std::mt19937_64 rng(17);
   for (const Named& t : tiers) {
     if (t.ep == nullptr || !t.usable) {
@@ -865,14 +922,18 @@ void testExclusions() {
 
 int main() {
   const auto f = nc::cpu::detectedFeatures();
-  std::printf("cpu: avx2=%d fma=%d f16c=%d neon=%d tier=%s\n", f.avx2, f.fma, f.f16c, f.neon, nc::cpu::tierName());
+  std::printf("cpu: avx2=%d fma=%d f16c=%d avx512f/bw/vl/dq=%d%d%d%d tier=%s usable:", f.avx2, f.fma, f.f16c,
+              f.avx512f, f.avx512bw, f.avx512vl, f.avx512dq, nc::cpu::tierName().c_str());
+  for (const std::string& t : nc::cpu::usableTiers()) std::printf(" %s", t.c_str());
+  std::printf("\n");
   testPhiloxTiers();
   testEdgeCases();
-  testRandomShapes(false);
-  testRandomShapes(true);
-  testBaselineVsAvx2();
+  uint64_t seed = 11;
+  for (const std::string& tier : nc::cpu::usableTiers()) testRandomShapes(tier, seed++);
+  testTiersAgree();
   testBaselineVsNeon();
-  testThresholdExchange();
+  testLsePrecision();
+  for (const std::string& tier : nc::cpu::usableTiers()) testThresholdExchange(tier);
   testSampleCandidates();
   testChiSquare();
   testExclusions();
