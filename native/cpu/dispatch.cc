@@ -168,8 +168,6 @@ bool usingAvx2() {
   return k != nullptr && currentTier().kernel == k;
 }
 
-const char* tierName() { return currentTier().name; }
-
 const std::vector<std::string>& isaCapNames() { return kCapNames; }
 
 bool setIsaCap(const std::string& name) {

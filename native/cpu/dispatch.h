@@ -21,8 +21,6 @@ Features detectedFeatures();
 /// environment variable NEGATIVE_CACHE_FORCE_BASELINE=1 at load.
 void setForceBaseline(bool force);
 bool usingAvx2();
-/// The name of the tier in use: "avx2", "neon" or "baseline".
-const char* tierName();
 
 /// The tier names a cap may give, lowest first ("baseline", "avx2",
 /// "avx512", "amx"; "neon" on aarch64): the cap lets a tier run only when it

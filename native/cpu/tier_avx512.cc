@@ -282,6 +282,12 @@ LaneThresholds loadThresholds(const double* thresh, int64_t b0, int64_t valid) {
   r.t = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
   r.marg = marginOf(r.t);
   r.low = _mm512_sub_ps(_mm512_sub_ps(r.t, _mm512_set1_ps(kGumbelMax)), r.marg);
+  // S = -inf marks an excluded (query, row) (driver.h forEachTile): with the
+  // thresholds at least the lowest float it never passes a filter, even
+  // while a list holds fewer than k entries.
+  const __m512 lowest = _mm512_set1_ps(-3.402823466e38f);
+  r.t = _mm512_max_ps(r.t, lowest);
+  r.low = _mm512_max_ps(r.low, lowest);
   return r;
 }
 
@@ -321,7 +327,8 @@ void flushPending(const SampleTile* t, const RoundKeys& rk, PendingDraws& pd) {
   const __m512i jv = _mm512_maskz_loadu_epi32(m, pd.j);
   const __m512i bv = _mm512_maskz_loadu_epi32(m, pd.b);
   __m512i words[4];
-  philox16v(_mm512_srli_epi32(jv, 2), bv, rk, words);
+  philox16v(_mm512_srli_epi32(jv, 2), _mm512_add_epi32(bv, _mm512_set1_epi32(static_cast<int>(t->noiseRow0))), rk,
+            words);
   const __m512i w = selectWord(words, jv);
   alignas(64) float tl[16];
   for (int l = 0; l < 16; ++l) tl[l] = l < n ? static_cast<float>(tk->thresh[pd.b[l]]) : 0.0f;
@@ -366,7 +373,11 @@ void sampleTileAvx512(const SampleTile* t) {
   for (int64_t r = 0; r < nrows; ++r) m = _mm512_max_ps(m, _mm512_loadu_ps(sb + r * 16));
   const __m512 oldM = _mm512_loadu_ps(t->lseMax);
   const __m512 newM = _mm512_max_ps(oldM, m);
-  const __m512 rescale = exp512(_mm512_sub_ps(oldM, newM));
+  // A lane with only excluded scores (-inf) so far keeps newM = -inf; 0 in
+  // its place keeps -inf - -inf (NaN) out of the exponentials.
+  const __m512 safeM = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(newM, _mm512_set1_ps(-__builtin_inff()), _CMP_EQ_OQ),
+                                            newM, _mm512_setzero_ps());
+  const __m512 rescale = exp512(_mm512_sub_ps(oldM, safeM));
   __m512 sum = _mm512_setzero_ps();
   uint32_t passRows = 0;  // bit r: row r has a valid lane passing the filter
   alignas(64) float ex[kTileRows * 16];  // exp(s - newM), reused by the noise bound
@@ -374,7 +385,7 @@ void sampleTileAvx512(const SampleTile* t) {
   // the per-row branch mispredicts more than the exp costs.)
   for (int64_t r = 0; r < nrows; ++r) {
     const __m512 s = _mm512_loadu_ps(sb + r * 16);
-    const __m512 e = exp512(_mm512_sub_ps(s, newM));
+    const __m512 e = exp512(_mm512_sub_ps(s, safeM));
     _mm512_store_ps(ex + r * 16, e);
     sum = _mm512_add_ps(sum, e);
     const __mmask16 p = _mm512_cmp_ps_mask(_mm512_mul_ps(s, mul), passAt, _CMP_GE_OQ) & validMask;
@@ -436,7 +447,7 @@ void sampleTileAvx512(const SampleTile* t) {
       continue;
     }
     if (!sameBlock) {
-      philox16(j >> 2, static_cast<uint32_t>(b0), rk, words);
+      philox16(j >> 2, static_cast<uint32_t>(b0) + t->noiseRow0, rk, words);
       lastBlock = j >> 2;
       haveBlock = true;
     }
@@ -524,7 +535,7 @@ double peakLoopAvx512(int64_t iters) {
 }
 
 const MicroKernel kAvx512Kernel = {convertRowAvx512, gemmBlockAvx512, gemmBlocksAvx512, peakLoopAvx512};
-const Epilogue kAvx512Epilogue = {sampleTileAvx512, groupMaxTileAvx512, noiseBlocks8Avx512};
+const Epilogue kAvx512Epilogue = {sampleTileAvx512, groupMaxTileAvx512, noiseBlocks8Avx512, nullptr};  // lse gradient: the baseline epilogue
 
 }  // namespace
 

@@ -177,6 +177,12 @@ LaneThresholds loadThresholds(const double* thresh, int64_t b0, int64_t valid) {
   r.t = vld1q_f32(tl);
   r.marg = vmulq_n_f32(vaddq_f32(vdupq_n_f32(1.0f), vabsq_f32(r.t)), 1e-3f);
   r.low = vsubq_f32(vsubq_f32(r.t, vdupq_n_f32(kGumbelMax)), r.marg);
+  // S = -inf marks an excluded (query, row) (driver.h forEachTile): with the
+  // thresholds at least the lowest float it never passes a filter, even
+  // while a list holds fewer than k entries.
+  const float32x4_t lowest = vdupq_n_f32(-3.402823466e38f);
+  r.t = vmaxq_f32(r.t, lowest);
+  r.low = vmaxq_f32(r.low, lowest);
   return r;
 }
 
@@ -243,7 +249,7 @@ void sampleTileNeon(const SampleTile* t) {
       continue;
     }
     const float32x4_t invTemp = vdupq_n_f32(t->invTemp);
-    const uint32x4_t rowsV = vaddq_u32(vdupq_n_u32(static_cast<uint32_t>(b0)), uint32x4_t{0, 1, 2, 3});
+    const uint32x4_t rowsV = vaddq_u32(vdupq_n_u32(static_cast<uint32_t>(b0) + t->noiseRow0), uint32x4_t{0, 1, 2, 3});
     uint32_t lastBlock = 0;
     bool haveBlock = false;
     uint32x4_t words[4];

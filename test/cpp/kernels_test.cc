@@ -432,7 +432,7 @@ void testBaselineVsNeon() {
     EXPECT(false, "aarch64 build without its NEON tier (neon=%d)", (int)f.neon);
     return;
   }
-  EXPECT(std::strcmp(nc::cpu::tierName(), "neon") == 0, "aarch64 CPU but the tier in use is %s", nc::cpu::tierName());
+  EXPECT(nc::cpu::tierName() == "neon", "aarch64 CPU but the tier in use is %s", nc::cpu::tierName().c_str());
   // Conversions: all 65536 bit patterns, odd lengths for the tails.
   {
     std::vector<uint16_t> all(65536);
