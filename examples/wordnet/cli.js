@@ -15,8 +15,12 @@ const OPTIONS = [
   ['scale', 'float', 20, 'score scale: logits = scale * cosine'],
   ['inv-temp', 'float', 1, 'inverse temperature of the cache draws (Gumbel-max)'],
   ['in-batch-weight', 'float', 0, 'cache recipe: weight of the in-batch cross-entropy added to the cache loss'],
+  ['negatives', 'enum:per-query,shared', 'per-query', 'cache mode: per-query = the library handler (k draws per query, CacheClassificationLoss); shared = every query scored against all B·k drawn rows re-embedded fresh plus the in-batch positives'],
   ['full-cache-weight', 'float', 0, 'cache mode: weight of the query-side log-sum-exp over the whole cache (0 = off)'],
   ['clock', 'enum:wall,cpu', 'wall', 'clock of the timing phase and the time columns: wall, or this process\'s CPU time (steadier on a loaded machine)'],
+  ['full-cache-when', 'enum:before,after', 'after', 'full-cache term on the cache before or after the step\'s cache update (refresh + insert)'],
+  ['checkpoints', 'ints', '', 'in-batch: also evaluate after these step counts (e.g. 1500,3000; for recall curves)'],
+  ['checkpoints4x', 'ints', '', 'in-batch-4x: also evaluate after these step counts'],
   ['timing-rounds', 'int', 8, 'rounds of the interleaved timing phase (per-step costs for equal wall time)'],
   ['dedupe', 'flag', false, 'cache recipe: store each lemma once (IsInCacheFilterFn on the ids)'],
   ['lr', 'float', 0.003, 'Adam learning rate'],
@@ -73,6 +77,7 @@ function parseArgs(argv) {
     out[camel(name)] = convert(name, type, value);
   }
   if (typeof out.modes === 'string') out.modes = convert('modes', 'list', out.modes);
+  for (const k of ['checkpoints', 'checkpoints4x']) if (typeof out[k] === 'string') out[k] = out[k] === '' ? [] : convert(k, 'ints', out[k]);
   return out;
 }
 
@@ -91,6 +96,11 @@ function convert(name, type, value) {
     const allowed = type.slice(5).split(',');
     if (!allowed.includes(value)) throw new Error(`--${name} must be one of ${allowed.join(', ')}; got ${value}`);
     return value;
+  }
+  if (type === 'ints') {
+    const list = value.split(',').map((x) => x.trim()).filter(Boolean).map(Number);
+    for (const v of list) if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} must be a comma-separated list of positive integers; got ${value}`);
+    return list;
   }
   if (type === 'list') {
     const list = value.split(',').map((s) => s.trim()).filter(Boolean);

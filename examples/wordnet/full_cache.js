@@ -57,9 +57,10 @@ function fullCacheTerm(tf, o) {
       for (const j of rows) if (S[i * N + j] !== -Infinity) { S[i * N + j] = -Infinity; hits++; }
     }
   }
-  // Softmax over [positive, cache rows] per query, in float64 accumulators; S becomes P in place.
+  // Softmax over [positive, cache rows] per query: S becomes exp(S - max) in place (unnormalized; z = its sum).
   let total = 0;
   const pPos = new Float64Array(B);
+  const z = new Float64Array(B);
   for (let i = 0; i < B; i++) {
     let pos = 0;
     for (let d = 0; d < dim; d++) pos += qv[i * dim + d] * pv[i * dim + d];
@@ -67,16 +68,17 @@ function fullCacheTerm(tf, o) {
     const row = S.subarray(i * N, (i + 1) * N);
     let m = pos;
     for (let j = 0; j < N; j++) if (row[j] > m) m = row[j];
-    let z = Math.exp(pos - m);
-    for (let j = 0; j < N; j++) { const e = row[j] === -Infinity ? 0 : Math.exp(row[j] - m); row[j] = e; z += e; }
-    for (let j = 0; j < N; j++) row[j] /= z;
-    pPos[i] = Math.exp(pos - m) / z;
-    total += m + Math.log(z) - pos;
+    const ePos = Math.exp(pos - m);
+    let zi = ePos;
+    for (let j = 0; j < N; j++) { const e = Math.exp(row[j] - m); row[j] = e; zi += e; }   // exp(-Infinity) = 0
+    z[i] = zi;
+    pPos[i] = ePos / zi;
+    total += m + Math.log(zi) - pos;
   }
-  // Σ_j P_ij c_j: P [B, N] against Cᵀ ([dim rows of N]) on the score kernel.
+  // Σ_j P_ij c_j = (Σ_j e_ij c_j) / z_i: e [B, N] against Cᵀ ([dim rows of N]) on the score kernel.
   const c = cache.read('embedding');
   const ct = new Float32Array(dim * N);
-  for (let j = 0; j < N; j++) for (let d = 0; d < dim; d++) ct[d * N + j] = c[j * dim + d];
+  for (let d = 0; d < dim; d++) { const o = d * N; for (let j = 0; j < N; j++) ct[o + j] = c[j * dim + d]; }
   const tm = new CacheManager({ embedding: { shape: [N], dtype: 'float32' } }, dim, { backend: manager.backend });
   const tc = tm.initCache({ data: { embedding: ct } });
   let pc;
@@ -87,7 +89,7 @@ function fullCacheTerm(tf, o) {
   }
   const grad = new Float32Array(B * dim);
   for (let i = 0; i < B; i++) {
-    for (let d = 0; d < dim; d++) grad[i * dim + d] = (scale / B) * (pc[i * dim + d] - (1 - pPos[i]) * pv[i * dim + d]);
+    for (let d = 0; d < dim; d++) grad[i * dim + d] = (scale / B) * (pc[i * dim + d] / z[i] - (1 - pPos[i]) * pv[i * dim + d]);
   }
   const value = total / B;
   const term = tf.customGrad((q) => ({

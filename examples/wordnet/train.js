@@ -15,6 +15,7 @@ const { Towers } = require('./towers');
 const { embedAll, recallAt } = require('./eval');
 const { writeReport } = require('./report');
 const { fullCacheTerm } = require('./full_cache');
+const { SharedNegatives } = require('./shared_negatives');
 
 const QUERY_WIDTH = 48;   // ids per gloss (words, then trigrams)
 const DOC_WIDTH = 24;     // ids per lemma
@@ -85,6 +86,10 @@ async function main() {
 
   /** A handler: the recipe (k draws, empty rows skipped, warm-up) or the reference (k=1, empty rows scored). */
   const newHandler = (kind, warmupSteps) => {
+    if (kind !== 'reference' && opts.negatives === 'shared') {
+      return new SharedNegatives({ nc, specs, cacheSize: opts.cacheSize, backend: opts.cacheBackend, k: opts.k, scale: opts.scale,
+        invTemp: opts.invTemp, seed: opts.seed, dim: opts.dim, docWidth: DOC_WIDTH, lemmaKey, docKey });
+    }
     const manager = new nc.CacheManager(specs, opts.cacheSize, { backend: opts.cacheBackend });
     const reference = kind === 'reference';
     const loss = new nc.CacheClassificationLoss({
@@ -117,6 +122,20 @@ async function main() {
     const docIds = tf.tensor2d(doc, [B, DOC_WIDTH], 'int32');
     const handler = kind.handler;
     let record;
+    if (handler instanceof SharedNegatives) {
+      optimizer.minimize(() => {
+        const q = model.query(query);
+        const p = model.doc(docIds);
+        const loss = handler.loss(tf, { q, p, docIds: doc, positives: Array.from(batch.synsets, (s) => trainRows[s].lemmas),
+          docNetwork: (ids) => model.doc(ids), draw: kind.phase === 'cache' });
+        const m = handler.lastMetrics;
+        record = { loss: m.trainingLoss, staleness: m.staleness, drawn: m.drawn, accidentalHits: m.accidentalHits, phase: kind.phase };
+        return loss;
+      }, false, model.variables);
+      model.applyTableGradients();
+      tf.dispose([query, docIds]);
+      return record;
+    }
     if (handler) {
       const cachePhase = kind.phase === 'cache' && (kind.reference || opts.k > 0);
       handler.warmupSteps = cachePhase ? 0 : handler.step + 1;
@@ -129,13 +148,16 @@ async function main() {
         record = { loss: loss.dataSync()[0] };
         return loss;
       }
-      // The full-cache term reads the cache before this step's insert (like the sampled loss).
       const useFull = kind.phase === 'cache' && opts.fullCacheWeight > 0;
-      const full = useFull ? fullCacheTerm(tf, {
+      const fullTerm = () => fullCacheTerm(tf, {
         q, p, cache: handler.cache, scale: opts.scale, dim: opts.dim, docWidth: DOC_WIDTH,
         positives: Array.from(batch.synsets, (s) => trainRows[s].lemmas), lemmaKey, docKey,
-      }) : null;
+      });
+      // --full-cache-when before: on the cache as the step found it (like the sampled loss); after: once the
+      // handler has refreshed the drawn rows with their fresh embeddings and inserted this batch's positives.
+      let full = useFull && opts.fullCacheWhen === 'before' ? fullTerm() : null;
       let loss = handler.updateCacheAndComputeLoss(docNetwork(model), q, p, { ids: doc });
+      if (useFull && opts.fullCacheWhen === 'after') full = fullTerm();
       const m = handler.lastMetrics;
       record = { loss: m.trainingLoss, interpretable: m.interpretableLoss, staleness: m.staleness, phase: kind.phase };
       if (full) {
@@ -300,6 +322,7 @@ async function main() {
     // Equal time: as many in-batch steps as the cache mode's seconds buy at in-batch's own per-step cost
     // (its warm-up steps counted at in-batch cost too, which favours in-batch slightly).
     if (modes.includes('in-batch-time') && budget !== null) checkpoints.push({ mode: 'in-batch-time', steps: Math.max(opts.warmup, Math.round(budget / cost['in-batch'])) });
+    for (const n of opts.checkpoints) checkpoints.push({ mode: `in-batch@${n}`, steps: n });
     checkpoints.sort((a, b) => a.steps - b.steps);
     const curve = [];
     let done = opts.warmup, measured = warm.run.seconds;
@@ -319,15 +342,24 @@ async function main() {
   }
 
   // ---- in-batch with a 4x batch from scratch, at the cache mode's cost
-  if (modes.includes('in-batch-4x') && budget !== null) {
+  if (modes.includes('in-batch-4x') && (budget !== null || opts.checkpoints4x.length > 0)) {
     const model = newModel();
     const optimizer = tf.train.adam(opts.lr);
     const sampler = new PairSampler(trainRows, bigB, opts.seed);
-    const total = Math.max(1, Math.round(budget / cost['in-batch-4x']));
-    const run = trainLoop(`in-batch B=${bigB} (equal time)`, model, optimizer, sampler, { batch: bigB, handler: null }, total);
-    curves['in-batch-4x'] = run.curve;
-    emit('in-batch-4x', { steps: run.steps, batch: bigB, seconds: total * cost['in-batch-4x'], measured: run.seconds },
-      evaluate(`in-batch B=${bigB}`, model), { costPerStep: +(cost['in-batch-4x'] * 1000).toFixed(2) });
+    const marks = opts.checkpoints4x.map((n) => ({ mode: `in-batch-4x@${n}`, steps: n }));
+    if (budget !== null) marks.push({ mode: 'in-batch-4x', steps: Math.max(1, Math.round(budget / cost['in-batch-4x'])) });
+    marks.sort((a, b) => a.steps - b.steps);
+    let done = 0, measured = 0;
+    const curve = [];
+    for (const c of marks) {
+      const run = trainLoop(`in-batch B=${bigB}${c.mode === 'in-batch-4x' ? ' (equal time)' : ''}`, model, optimizer, sampler,
+        { batch: bigB, handler: null }, c.steps - done, { curve, stepOffset: done });
+      done += run.steps;
+      measured += run.seconds;
+      emit(c.mode, { steps: done, batch: bigB, seconds: done * (cost['in-batch-4x'] || 0), measured },
+        evaluate(`in-batch B=${bigB}`, model), { costPerStep: +((cost['in-batch-4x'] || 0) * 1000).toFixed(2) });
+    }
+    curves['in-batch-4x'] = curve;
     model.dispose();
   }
 
