@@ -11,9 +11,9 @@
 //
 //   L = mean_i [ logsumexp_j( s q_i·p_j , s q_i·h_m ) - s q_i·p_i ]
 //
-// Accidental hits (a cached row holding one of query i's own lemmas) are never
-// drawn for query i and are masked out of query i's logits when another query
-// drew them. The cache is updated as the reference does: drawn rows get their
+// Accidental hits (a cached row holding one of query i's own lemmas): a draw of
+// query i that is one is dropped, and such a row drawn by another query is masked
+// out of query i's logits. The cache is updated as the reference does: drawn rows get their
 // fresh embeddings, the batch's positives replace the oldest rows. With an empty
 // cache nothing is drawn and the loss is the in-batch softmax: there is no
 // switch point; the cache negatives take over as the cache fills.
@@ -31,6 +31,8 @@ class SharedNegatives {
     this.cache = this.manager.initCache();
     this.kernels = kernelsFor(this.manager.backend);
     this.call = 0;
+    this.filledRows = 0;
+    this.lastStaleness = NaN;
     this.lastMetrics = null;
   }
 
@@ -45,31 +47,29 @@ class SharedNegatives {
     const N = cache.size;
     const B = q.shape[0];
     const qv = q.dataSync();
-    const S = this.kernels.scoreMatrix({ queries: qv, batch: B, dim, sources: [{ store: storeOf(cache), key: 'embedding' }], scale, scoreEmptyRows: false });
-    const ids = cache.read('ids');
-    const filled = cache.readFilled();
-    const rowKey = new Uint32Array(N);
-    const rowsOfKey = new Map();
-    for (let j = 0; j < N; j++) {
-      if (!filled[j]) continue;
-      const key = rowKey[j] = this.o.docKey(ids, j * docWidth);
-      const list = rowsOfKey.get(key);
-      if (list === undefined) rowsOfKey.set(key, [j]); else list.push(j);
-    }
     const answerKeys = positives.map((rows) => new Set(Array.from(rows, (r) => this.o.lemmaKey[r])));
-    let hits = 0;
-    for (let i = 0; i < B; i++) {
-      for (const key of answerKeys[i]) {
-        const rows = rowsOfKey.get(key);
-        if (rows === undefined) continue;
-        for (const j of rows) if (S[i * N + j] !== -Infinity) { S[i * N + j] = -Infinity; hits++; }
-      }
-    }
+    // k draws per query, fused score + Gumbel-max on the native kernel (no B x N matrix); a draw that is an
+    // accidental hit (a row holding one of the query's own lemmas) is dropped.
     const drawn = [];
-    if (draw && k > 0) {
-      const draws = this.kernels.sampleCandidates(S, B, N, { mode: 'gumbel', invTemp, numDraws: k, seed, call: this.call++ });
+    const rowKey = new Map();
+    let hits = 0;
+    let ids = null;
+    if (draw && k > 0 && this.filledRows > 0) {
+      const res = this.kernels.scoreAndSample(
+        { queries: qv, batch: B, dim, sources: [{ store: storeOf(cache), key: 'embedding' }], scale, scoreEmptyRows: false },
+        { mode: 'gumbel', invTemp, numDraws: k, seed, call: this.call++ });
+      ids = cache.read('ids');
       const seen = new Set();
-      for (const j of draws.indices) if (j >= 0 && !seen.has(j)) { seen.add(j); drawn.push(j); }
+      for (let i = 0; i < B; i++) {
+        for (let t = 0; t < k; t++) {
+          const j = res.indices[i * k + t];
+          if (j < 0) continue;
+          let key = rowKey.get(j);
+          if (key === undefined) { key = this.o.docKey(ids, j * docWidth); rowKey.set(j, key); }
+          if (answerKeys[i].has(key)) { hits++; continue; }
+          if (!seen.has(j)) { seen.add(j); drawn.push(j); }
+        }
+      }
     }
     const M = drawn.length;
     let loss;
@@ -85,7 +85,7 @@ class SharedNegatives {
       // Column mask: drawn row m is an accidental hit for query i.
       const mask = new Float32Array(B * (B + M));
       for (let i = 0; i < B; i++) {
-        drawn.forEach((j, m) => { if (answerKeys[i].has(rowKey[j])) mask[i * (B + M) + B + m] = MASKED; });
+        drawn.forEach((j, m) => { if (answerKeys[i].has(rowKey.get(j))) mask[i * (B + M) + B + m] = MASKED; });
       }
       const hIdsT = tf.tensor2d(hIds, [M, docWidth], 'int32');
       const h = docNetwork(hIdsT);
@@ -97,20 +97,22 @@ class SharedNegatives {
         return tf.mean(tf.sub(tf.logSumExp(logits, 1), tf.mul(tf.sum(tf.mul(q, p), 1), scale)));
       });
     }
-    // Staleness of the drawn rows: |cached - fresh|² / |fresh|².
-    let staleness = NaN;
-    const emb = M > 0 ? cache.read('embedding') : null;
-    if (M > 0) {
+    // Staleness of the drawn rows, |cached - fresh|² / |fresh|², every 5th step (it reads the whole column).
+    let staleness = this.lastStaleness;
+    const measure = M > 0 && this.call % 5 === 0;
+    const emb = measure ? cache.read('embedding') : null;
+    if (measure) {
       let num = 0, den = 0;
       drawn.forEach((j, m) => {
         for (let d = 0; d < dim; d++) { const f = hEmb[m * dim + d]; const e = emb[j * dim + d] - f; num += e * e; den += f * f; }
       });
-      staleness = num / Math.max(den, 1e-12);
+      staleness = this.lastStaleness = num / Math.max(den, 1e-12);
     }
     // Cache update: refresh the drawn rows, insert the positives.
     const update = { newItems: { embedding: p.dataSync().slice(), ids: docIds } };
     if (M > 0) { update.updatedItemData = { embedding: hEmb }; update.updatedItemIndices = Int32Array.from(drawn); }
     this.manager.updateCache(cache, update);
+    this.filledRows = Math.min(N, this.filledRows + B);
     this.lastMetrics = { trainingLoss: loss.dataSync()[0], drawn: M, accidentalHits: hits, staleness };
     return loss;
   }

@@ -31,18 +31,22 @@ class SparseAdam {
     this.t = 0;
   }
 
-  /** rowGrads: Map row -> Float32Array(dim) (the summed gradient of the row). Row 0 (padding) is skipped. */
-  apply(rowGrads) {
+  /**
+   * rows: the distinct rows touched this step (count of them); grads: a table-shaped array holding
+   * the summed gradient of each touched row (other rows are not read). Row 0 (padding) is skipped.
+   */
+  apply(rows, count, grads) {
     this.t++;
     const { table, m, v, dim, beta1, beta2, epsilon } = this;
     const step = this.lr * Math.sqrt(1 - Math.pow(beta2, this.t)) / (1 - Math.pow(beta1, this.t));
     // tf.train.adam: w -= lr * mhat / (sqrt(vhat) + eps); written as lr_t * m / (sqrt(v) + eps * sqrt(1 - b2^t)).
     const epsT = epsilon * Math.sqrt(1 - Math.pow(beta2, this.t));
-    for (const [row, g] of rowGrads) {
+    for (let r = 0; r < count; r++) {
+      const row = rows[r];
       if (row === 0) continue;
       const o = row * dim;
       for (let j = 0; j < dim; j++) {
-        const gj = g[j];
+        const gj = grads[o + j];
         const mj = m[o + j] = beta1 * m[o + j] + (1 - beta1) * gj;
         const vj = v[o + j] = beta2 * v[o + j] + (1 - beta2) * gj * gj;
         table[o + j] -= step * mj / (Math.sqrt(vj) + epsT);
@@ -76,6 +80,11 @@ class Towers {
     // gradients are collected on the side (this.pending) and applied by applyTableGradients().
     this.anchor = tf.variable(tf.scalar(0), true, `${tag}/table_anchor`);
     this.pending = [];
+    // Scratch for the lookups and the gradient sums (no per-step maps or allocations).
+    this.localOf = new Int32Array(rows).fill(-1);
+    this.gradSums = new Float32Array(rows * embeddingDim);
+    this.touched = new Int32Array(rows);
+    this.isTouched = new Uint8Array(rows);
   }
 
   /** The tf.Variables (dense layers and the anchor) for optimizer.minimize; the table is trained by tableOptimizer. */
@@ -95,7 +104,7 @@ class Towers {
     const dim = this.embeddingDim;
     const [rows, length] = ids.shape;
     const values = ids.dataSync();
-    const local = new Map();
+    const localOf = this.localOf;   // all -1 between calls
     const distinct = [];
     let entries = 0;
     const weights = new Float32Array(rows);
@@ -107,19 +116,20 @@ class Towers {
     }
     const flat = new Int32Array(entries);       // row 0 (padding) stands in for an empty row; its weight 0 zeroes it
     const segments = new Int32Array(entries);
-    const localOf = (id) => {
-      let k = local.get(id);
-      if (k === undefined) { k = distinct.length; local.set(id, k); distinct.push(id); }
+    const local = (id) => {
+      let k = localOf[id];
+      if (k < 0) { k = localOf[id] = distinct.length; distinct.push(id); }
       return k;
     };
     let e = 0;
     for (let r = 0; r < rows; r++) {
       const start = e;
       for (let l = r * length, end = l + length; l < end; l++) {
-        if (values[l] !== 0) { flat[e] = localOf(values[l]); segments[e] = r; e++; }
+        if (values[l] !== 0) { flat[e] = local(values[l]); segments[e] = r; e++; }
       }
-      if (e === start) { flat[e] = localOf(0); segments[e] = r; e++; }
+      if (e === start) { flat[e] = local(0); segments[e] = r; e++; }
     }
+    for (const id of distinct) localOf[id] = -1;
     const sub = new Float32Array(distinct.length * dim);
     for (let k = 0; k < distinct.length; k++) sub.set(this.table.subarray(distinct[k] * dim, (distinct[k] + 1) * dim), k * dim);
     const subT = tf.tensor2d(sub, [distinct.length, dim]);
@@ -143,18 +153,20 @@ class Towers {
   /** Applies (and clears) the table gradients collected by the last backward pass. */
   applyTableGradients() {
     const dim = this.embeddingDim;
-    const sums = new Map();
+    const { gradSums, touched, isTouched } = this;
+    let count = 0;
     for (const { rows, grad } of this.pending) {
       const g = grad.dataSync();
       for (let k = 0; k < rows.length; k++) {
-        let s = sums.get(rows[k]);
-        if (s === undefined) { s = new Float32Array(dim); sums.set(rows[k], s); }
-        for (let j = 0; j < dim; j++) s[j] += g[k * dim + j];
+        const row = rows[k], o = row * dim;
+        if (!isTouched[row]) { isTouched[row] = 1; touched[count++] = row; gradSums.fill(0, o, o + dim); }
+        for (let j = 0; j < dim; j++) gradSums[o + j] += g[k * dim + j];
       }
       grad.dispose();
     }
     this.pending.length = 0;
-    this.tableOptimizer.apply(sums);
+    this.tableOptimizer.apply(touched, count, gradSums);
+    for (let r = 0; r < count; r++) isTouched[touched[r]] = 0;
   }
 
   /** Drops collected table gradients without applying them. */

@@ -328,7 +328,7 @@ async function main() {
     let done = opts.warmup, measured = warm.run.seconds;
     for (const c of checkpoints) {
       if (c.steps > done) {
-        const run = trainLoop(c.mode === 'in-batch' ? 'in-batch' : 'in-batch (equal time)', model, optimizer, sampler, kind,
+        const run = trainLoop(c.mode === 'in-batch-time' ? 'in-batch (equal time)' : 'in-batch', model, optimizer, sampler, kind,
           c.steps - done, { curve, stepOffset: done });
         done += run.steps;
         measured += run.seconds;
