@@ -39,9 +39,12 @@ function fullCacheTerm(tf, o) {
   const pv = o.p.dataSync();
   // S = s q Cᵀ (-Infinity at never-filled rows), natively on the cache's own store.
   const S = kernels.scoreMatrix({ queries: qv, batch: B, dim, sources: [{ store: storeOf(cache), key: 'embedding' }], scale, scoreEmptyRows: false });
-  // Accidental hits: rows holding one of the query's lemmas.
+  // Never-filled rows are not candidates. (The native scoreMatrix scores them as 0 even with
+  // scoreEmptyRows: false, where the JS kernel gives -Infinity, so they are masked here.)
   const ids = cache.read('ids');
   const filled = cache.readFilled();
+  for (let j = 0; j < N; j++) if (!filled[j]) for (let i = 0; i < B; i++) S[i * N + j] = -Infinity;
+  // Accidental hits: rows holding one of the query's lemmas.
   const rowsOfKey = new Map();
   for (let j = 0; j < N; j++) {
     if (!filled[j]) continue;

@@ -113,7 +113,8 @@ class SharedNegatives {
     if (M > 0) { update.updatedItemData = { embedding: hEmb }; update.updatedItemIndices = Int32Array.from(drawn); }
     this.manager.updateCache(cache, update);
     this.filledRows = Math.min(N, this.filledRows + B);
-    this.lastMetrics = { trainingLoss: loss.dataSync()[0], drawn: M, accidentalHits: hits, staleness };
+    this.lastMetrics = { trainingLoss: loss.dataSync()[0], drawn: M, accidentalHits: hits, staleness, drawnRows: drawn, drawnDocs: null };
+    if (this.o.keepDocs) this.lastMetrics.drawnDocs = Object.fromEntries(drawn.map((j) => [j, ids[j * docWidth] - 1]));
     return loss;
   }
 
