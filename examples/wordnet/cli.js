@@ -2,27 +2,35 @@
 // Command line: options, --help, and progress bars on stderr (plain lines
 // when stderr is not a terminal).
 
-const MODES = ['in-batch', 'in-batch-time', 'cache', 'reference'];
+const MODES = ['in-batch', 'in-batch-time', 'in-batch-4x', 'cache', 'reference'];
+const DEFAULT_MODES = ['cache', 'in-batch', 'in-batch-time', 'in-batch-4x'];
 
 const OPTIONS = [
   // name, type, default, help
-  ['steps', 'int', 1000, 'training steps after the warm-up (every mode; the reference runs warmup+steps from scratch)'],
-  ['warmup', 'int', 1200, 'in-batch warm-up steps shared by in-batch, in-batch-time and cache (the cache is filled meanwhile)'],
+  ['steps', 'int', 1200, 'training steps of the cache mode after its warm-up (in-batch at equal steps gets warmup+steps; the reference runs warmup+steps from scratch)'],
+  ['warmup', 'int', 0, 'in-batch warm-up steps of the cache mode, shared with in-batch and in-batch-time (the cache is filled meanwhile); 0 = none'],
   ['batch', 'int', 64, 'batch size (queries and positive lemmas per step)'],
   ['cache-size', 'int', 4096, 'negative cache rows'],
-  ['k', 'int', 8, 'negatives drawn per query by the cache recipe (numNegatives)'],
+  ['k', 'int', 1, 'negatives drawn per query by the cache mode (per-query: numNegatives, 0 = no sampled cache loss; shared: draws per query)'],
   ['scale', 'float', 20, 'score scale: logits = scale * cosine'],
   ['inv-temp', 'float', 1, 'inverse temperature of the cache draws (Gumbel-max)'],
   ['in-batch-weight', 'float', 0, 'cache recipe: weight of the in-batch cross-entropy added to the cache loss'],
+  ['negatives', 'enum:per-query,shared', 'shared', 'cache mode: per-query = the library handler (k draws per query, CacheClassificationLoss); shared = every query scored against all B·k drawn rows re-embedded fresh plus the in-batch positives'],
+  ['full-cache-weight', 'float', 0, 'cache mode: weight of the query-side log-sum-exp over the whole cache (0 = off)'],
+  ['clock', 'enum:wall,cpu', 'cpu', 'clock of the timing phase and the time columns: wall, or this process\'s CPU time (steadier on a loaded machine)'],
+  ['full-cache-when', 'enum:before,after', 'after', 'full-cache term on the cache before or after the step\'s cache update (refresh + insert)'],
+  ['checkpoints', 'ints', '', 'in-batch: also evaluate after these step counts (e.g. 1500,3000; for recall curves)'],
+  ['checkpoints4x', 'ints', '', 'in-batch-4x: also evaluate after these step counts'],
+  ['timing-rounds', 'int', 8, 'rounds of the interleaved timing phase (per-step costs for equal wall time)'],
   ['dedupe', 'flag', false, 'cache recipe: store each lemma once (IsInCacheFilterFn on the ids)'],
   ['lr', 'float', 0.003, 'Adam learning rate'],
   ['backend', 'enum:cpu,wasm', 'wasm', 'tfjs backend'],
   ['cache-backend', 'enum:auto,native,js', 'auto', 'negative-cache backend (cache, score kernels, evaluation)'],
-  ['modes', 'list', MODES.join(','), `comma-separated modes: ${MODES.join(', ')}`],
+  ['modes', 'list', DEFAULT_MODES.join(','), `comma-separated modes: ${MODES.join(', ')}`],
   ['buckets', 'int', 32768, 'hashed feature ids (embedding rows)'],
   ['dim', 'int', 64, 'embedding and output width'],
   ['synsets', 'int', 0, 'use only the first N synsets (0 = all; for smoke tests)'],
-  ['eval-queries', 'int', 0, 'evaluate on at most N held-out glosses (0 = all)'],
+  ['eval-queries', 'int', 2000, 'evaluate on at most N queries of each test set (0 = all: 6,022 glosses, 2,472 usage examples)'],
   ['seed', 'int', 1, 'seed of the model, the batches and the cache draws'],
   ['out', 'string', 'demo-out', 'output folder (report.html, results.json, curves.json)'],
   ['json', 'flag', false, 'print one JSON object per mode on stdout at the end'],
@@ -69,6 +77,7 @@ function parseArgs(argv) {
     out[camel(name)] = convert(name, type, value);
   }
   if (typeof out.modes === 'string') out.modes = convert('modes', 'list', out.modes);
+  for (const k of ['checkpoints', 'checkpoints4x']) if (typeof out[k] === 'string') out[k] = out[k] === '' ? [] : convert(k, 'ints', out[k]);
   return out;
 }
 
@@ -87,6 +96,11 @@ function convert(name, type, value) {
     const allowed = type.slice(5).split(',');
     if (!allowed.includes(value)) throw new Error(`--${name} must be one of ${allowed.join(', ')}; got ${value}`);
     return value;
+  }
+  if (type === 'ints') {
+    const list = value.split(',').map((x) => x.trim()).filter(Boolean).map(Number);
+    for (const v of list) if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} must be a comma-separated list of positive integers; got ${value}`);
+    return list;
   }
   if (type === 'list') {
     const list = value.split(',').map((s) => s.trim()).filter(Boolean);

@@ -26,6 +26,37 @@ function definitionOf(gloss, keepExamples) {
   return def.trim();
 }
 
+/** The quoted usage examples of a gloss ("...") in order. */
+function examplesOf(gloss) {
+  const out = [];
+  for (const m of gloss.matchAll(/"([^"]+)"/g)) if (m[1].trim().length > 0) out.push(m[1].trim());
+  return out;
+}
+
+/**
+ * A cloze query: the example sentence with every occurrence of the synset's
+ * lemmas masked out (removed): whole words equal to a one-word lemma or
+ * starting with its stem (the lemma less a final "e", at least 3 letters:
+ * "glare" masks "glared", "stare" masks "staring"), and multi-word lemmas
+ * as phrases. Returns the masked text and how many words were masked.
+ */
+function maskLemmas(sentence, lemmas) {
+  let text = ` ${sentence.toLowerCase().replace(/[^a-z0-9'-]+/g, ' ')} `;
+  let masked = 0;
+  const phrases = lemmas.filter((l) => l.includes(' ')).sort((a, b) => b.length - a.length);
+  for (const ph of phrases) {
+    const pat = ` ${ph.replace(/[^a-z0-9'-]+/g, ' ')} `;
+    while (text.includes(pat)) { text = text.replace(pat, ' '); masked++; }
+  }
+  const stems = lemmas.filter((l) => !l.includes(' ')).map((l) => (l.length > 3 && l.endsWith('e') ? l.slice(0, -1) : l));
+  const words = text.trim().split(' ').filter((w) => {
+    const hit = stems.some((st) => w === st || (st.length >= 3 && w.startsWith(st) && w.length - st.length <= 4));
+    if (hit) masked++;
+    return !hit;
+  });
+  return { text: words.join(' '), masked };
+}
+
 /** 32-bit FNV-1a of a string (used for the split and for feature hashing). */
 function fnv1a(s, seed = 0x811c9dc5) {
   let h = seed >>> 0;
@@ -38,7 +69,7 @@ function fnv1a(s, seed = 0x811c9dc5) {
 
 /**
  * Parses the four data files. Returns
- *   { synsets: [{id, gloss, lemmas: Int32Array}], lemmas: string[] }
+ *   { synsets: [{id, gloss, lemmas: Int32Array, examples: string[]}], lemmas: string[] }
  * where synsets[i].lemmas index into `lemmas` (the retrieval corpus).
  */
 function loadWordNet({ keepExamples = false } = {}) {
@@ -71,7 +102,7 @@ function loadWordNet({ keepExamples = false } = {}) {
         }
         const definition = definitionOf(gloss, keepExamples);
         if (definition.length > 0) {
-          synsets.push({ id: `${head[0]}-${head[2]}`, gloss: definition, lemmas: Int32Array.from(ids) });
+          synsets.push({ id: `${head[0]}-${head[2]}`, gloss: definition, lemmas: Int32Array.from(ids), examples: examplesOf(gloss) });
         }
       }
       start = end + 1;
@@ -159,4 +190,20 @@ class PairSampler {
   }
 }
 
-module.exports = { loadWordNet, splitSynsets, PairSampler, Rng, fnv1a, normalizeLemma, definitionOf };
+/**
+ * The out-of-domain test set: every usage example of the held-out synsets,
+ * with the synset's lemmas masked out ({synset, text, masked}).
+ */
+function clozeQueries(heldOut, lemmaNames) {
+  const out = [];
+  for (const s of heldOut) {
+    const names = Array.from(s.lemmas, (l) => lemmaNames[l]);
+    for (const example of s.examples) {
+      const { text, masked } = maskLemmas(example, names);
+      if (text.length > 0) out.push({ synset: s, text, masked });
+    }
+  }
+  return out;
+}
+
+module.exports = { loadWordNet, splitSynsets, PairSampler, Rng, fnv1a, normalizeLemma, definitionOf, examplesOf, maskLemmas, clozeQueries };

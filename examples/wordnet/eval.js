@@ -3,7 +3,8 @@
 // gloss against all of them with the package's score kernel (native C++ when
 // built, else the JS twin), and count a hit@K when some lemma of the synset
 // ranks in the top K. The rank of the best positive is the number of
-// non-positive lemmas scoring strictly higher, so no top-k sort is needed.
+// non-positive lemmas scoring strictly higher, so no top-k sort is needed
+// (and counting stops once it reaches the largest K).
 
 const { CacheManager } = require('../..');
 const { kernelsFor } = require('../../dist/backends');
@@ -40,6 +41,7 @@ function recallAt(queries, positives, corpus, dim, ks, progress, backend = 'auto
   const kernels = kernelsFor(manager.backend);
   const source = { store: storeOf(cache), key: 'embedding' };
   const hits = ks.map(() => 0);
+  const maxK = Math.max(...ks);
   const chunk = 128;
   try {
     chunks(numQueries, chunk, (a, b) => {
@@ -51,8 +53,9 @@ function recallAt(queries, positives, corpus, dim, ks, progress, backend = 'auto
         const pos = positives[i];
         let best = -Infinity;
         for (const p of pos) if (row[p] > best) best = row[p];
+        // Counting stops at the largest K: beyond it the exact rank does not matter.
         let rank = 0;
-        for (let j = 0; j < n; j++) if (row[j] > best) rank++;
+        for (let j = 0; j < n && rank < maxK; j++) if (row[j] > best) rank++;
         ks.forEach((k, t) => { if (rank < k) hits[t]++; });
       }
     }, progress);

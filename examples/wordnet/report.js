@@ -4,10 +4,10 @@
 
 const fs = require('fs');
 
-const COLORS = { warmup: '#888888', 'in-batch': '#1f77b4', 'in-batch-time': '#17becf', cache: '#d62728', reference: '#9467bd' };
+const COLORS = { warmup: '#888888', 'in-batch': '#1f77b4', 'in-batch-time': '#17becf', 'in-batch-4x': '#2ca02c', cache: '#d62728', reference: '#9467bd' };
 const LABELS = {
   warmup: 'warm-up (in-batch)', 'in-batch': 'in-batch, equal steps', 'in-batch-time': 'in-batch, equal time',
-  cache: 'cache recipe', reference: 'reference cache (k=1)',
+  'in-batch-4x': 'in-batch, 4x batch, equal time', cache: 'cache recipe', reference: 'reference cache (k=1)',
 };
 
 function esc(s) {
@@ -66,27 +66,28 @@ function lineChart(title, series, { width = 560, height = 260, yLabel = '' } = {
 }
 
 /** Grouped bars: recall@1/10/100 per mode. */
-function recallChart(results, { width = 560, height = 280 } = {}) {
+function recallChart(results, { width = 560, height = 300 } = {}) {
   const ks = [['r1', 'R@1'], ['r10', 'R@10'], ['r100', 'R@100']];
+  if (results.some((r) => typeof r.clozeR10 === 'number')) ks.push(['clozeR1', 'cloze R@1'], ['clozeR10', 'cloze R@10'], ['clozeR100', 'cloze R@100']);
   const m = { l: 44, r: 12, t: 28, b: 40 };
-  const top = Math.max(0.05, ...results.map((r) => r.r100)) * 1.1;
+  const top = Math.max(0.05, ...results.flatMap((r) => ks.map(([k]) => r[k] || 0))) * 1.1;
   const sy = (v) => height - m.b - v / top * (height - m.t - m.b);
   const groupW = (width - m.l - m.r) / ks.length;
   const barW = Math.min(36, (groupW - 16) / Math.max(results.length, 1));
   let g = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="held-out recall">`;
-  g += `<text x="${m.l}" y="18" class="title">Held-out recall (higher is better)</text>`;
+  g += `<text x="${m.l}" y="18" class="title">Held-out recall (higher is better): glosses, and masked usage examples (cloze)</text>`;
   for (const t of niceTicks(0, top)) {
     g += `<line x1="${m.l}" x2="${width - m.r}" y1="${sy(t)}" y2="${sy(t)}" class="grid"/><text x="${m.l - 6}" y="${sy(t) + 4}" class="tick" text-anchor="end">${t}</text>`;
   }
   ks.forEach(([key, label], gi) => {
     const gx = m.l + gi * groupW + (groupW - barW * results.length) / 2;
     results.forEach((r, i) => {
-      const v = r[key];
+      const v = typeof r[key] === 'number' ? r[key] : 0;
       const x = gx + i * barW;
       g += `<rect x="${x + 2}" y="${sy(v)}" width="${barW - 4}" height="${sy(0) - sy(v)}" fill="${COLORS[r.mode] || '#333'}"><title>${esc(LABELS[r.mode] || r.mode)} ${label} ${v.toFixed(3)}</title></rect>`;
       g += `<text x="${x + barW / 2}" y="${sy(v) - 3}" class="val" text-anchor="middle">${v.toFixed(3)}</text>`;
     });
-    g += `<text x="${m.l + (gi + 0.5) * groupW}" y="${height - m.b + 18}" class="axis" text-anchor="middle">${label}</text>`;
+    g += `<text x="${m.l + (gi + 0.5) * groupW}" y="${height - m.b + 18}" class="axis" text-anchor="middle" font-size="${ks.length > 3 ? 10 : 12}">${label}</text>`;
   });
   g += `<line x1="${m.l}" x2="${width - m.r}" y1="${sy(0)}" y2="${sy(0)}" class="frame"/>`;
   return g + '</svg>';
@@ -126,13 +127,16 @@ function legend(names) {
   return `<div class="legend">${names.map((n) => `<span><i style="background:${COLORS[n] || '#333'}"></i>${esc(LABELS[n] || n)}</span>`).join('')}</div>`;
 }
 
+const fmt = (v) => (typeof v === 'number' ? v.toFixed(3) : '');
+
 function writeReport(file, { config, results, curves }) {
   const series = (key) => Object.entries(curves).map(([name, pts]) => ({
     name, points: smooth(pts.map((p) => ({ x: p.step, y: p[key] === undefined ? NaN : p[key] }))),
   })).filter((s) => s.points.some((p) => Number.isFinite(p.y)));
   const best = results.reduce((a, r) => (a && a.r10 >= r.r10 ? a : r), null);
   const rows = results.map((r) => `<tr${r === best ? ' class="best"' : ''}><td><i style="background:${COLORS[r.mode] || '#333'}"></i>${esc(LABELS[r.mode] || r.mode)}</td>` +
-    `<td>${r.steps}</td><td>${r.r1.toFixed(3)}</td><td>${r.r10.toFixed(3)}</td><td>${r.r100.toFixed(3)}</td>` +
+    `<td>${r.steps}</td><td>${r.batch}</td><td>${r.r1.toFixed(3)}</td><td>${r.r10.toFixed(3)}</td><td>${r.r100.toFixed(3)}</td>` +
+    `<td>${fmt(r.clozeR1)}</td><td>${fmt(r.clozeR10)}</td><td>${fmt(r.clozeR100)}</td>` +
     `<td>${r.trainSeconds.toFixed(1)}</td><td>${r.stepsPerSecond.toFixed(1)}</td></tr>`).join('');
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>negative-cache on WordNet</title>
@@ -151,11 +155,13 @@ i{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px
 <h1>Training a retrieval model on WordNet 3.1 with a negative cache</h1>
 <p class="sub">Queries: ${config.heldOut} held-out glosses; corpus: ${config.corpus.toLocaleString('en')} lemmas; batch ${config.batch},
 cache ${config.cacheSize} rows, score scale ${config.scale}, warm-up ${config.warmup} in-batch steps then ${config.steps} steps;
-recipe k=${config.k}, inverse temperature ${config.invTemp}, in-batch weight ${config.inBatchWeight}; tfjs ${esc(config.backend)}; total ${config.totalSeconds}s.</p>
+recipe k=${config.k}, inverse temperature ${config.invTemp}, in-batch weight ${config.inBatchWeight}, full-cache weight ${config.fullCacheWeight || 0}; tfjs ${esc(config.backend)}; total ${config.totalSeconds}s.</p>
 <div class="grid2">
 <div class="card">${recallChart(results)}</div>
-<div class="card"><table><tr><th>mode</th><th>steps</th><th>R@1</th><th>R@10</th><th>R@100</th><th>train s</th><th>steps/s</th></tr>${rows}</table>
-<p class="sub" style="margin-top:10px">Steps and seconds include the shared warm-up. "Equal time" trains in-batch for as many seconds as the cache recipe trained.</p></div>
+<div class="card"><table><tr><th>mode</th><th>steps</th><th>batch</th><th>R@1</th><th>R@10</th><th>R@100</th><th>cloze R@1</th><th>cloze R@10</th><th>cloze R@100</th><th>train s</th><th>steps/s</th></tr>${rows}</table>
+<p class="sub" style="margin-top:10px">Steps and seconds include the shared warm-up. Seconds are the cost model: steps x the median per-step cost of the mode's step kind,
+measured in an interleaved timing phase (${esc(config.clock || 'wall')} clock); "equal time" gives a mode as many steps as the cache mode's seconds buy.
+Cloze: ${config.cloze || 0} held-out usage examples with the lemma masked out (out of domain: sentences, not definitions).</p></div>
 </div>
 <p>${legend(Object.keys(curves))}</p>
 <div class="grid2">
