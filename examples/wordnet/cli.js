@@ -23,6 +23,7 @@ const OPTIONS = [
   ['checkpoints4x', 'ints', '', 'in-batch-4x: also evaluate after these step counts'],
   ['timing-rounds', 'int', 8, 'rounds of the interleaved timing phase (per-step costs for equal wall time)'],
   ['dedupe', 'flag', false, 'cache recipe: store each lemma once (IsInCacheFilterFn on the ids)'],
+  ['remove-accidental-hits', 'flag', false, 'per-query cache mode: leave cached copies of a query\'s own lemma out of its candidates (handler option removeAccidentalHits)'],
   ['lr', 'float', 0.003, 'Adam learning rate'],
   ['backend', 'enum:cpu,wasm', 'wasm', 'tfjs backend'],
   ['cache-backend', 'enum:auto,native,js', 'auto', 'negative-cache backend (cache, score kernels, evaluation)'],

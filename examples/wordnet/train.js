@@ -103,6 +103,7 @@ async function main() {
       inBatchWeight: reference ? 0 : opts.inBatchWeight,
       warmupSteps: reference ? 0 : warmupSteps,
       dedupe: !reference && opts.dedupe,
+      removeAccidentalHits: !reference && opts.removeAccidentalHits,
     });
   };
 
