@@ -191,12 +191,6 @@ LaneThresholds loadThresholds(const double* thresh, int64_t b0, int64_t valid) {
   const __m256 absT = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), r.t);
   r.marg = _mm256_mul_ps(_mm256_set1_ps(1e-3f), _mm256_add_ps(_mm256_set1_ps(1.0f), absT));
   r.low = _mm256_sub_ps(_mm256_sub_ps(r.t, _mm256_set1_ps(kGumbelMax)), r.marg);
-  // S = -inf marks an excluded (query, row) (driver.h forEachTile): with the
-  // thresholds at least the lowest float it never passes a filter, even
-  // while a list holds fewer than k entries.
-  const __m256 lowest = _mm256_set1_ps(-3.402823466e38f);
-  r.t = _mm256_max_ps(r.t, lowest);
-  r.low = _mm256_max_ps(r.low, lowest);
   return r;
 }
 
@@ -329,7 +323,10 @@ void sampleTileAvx2(const SampleTile* t) {
       const __m256 e = exp256(_mm256_sub_ps(s, safeM));
       _mm256_store_ps(ex + r * 8, e);
       sum = _mm256_add_ps(sum, e);
-      const __m256 p = _mm256_cmp_ps(_mm256_mul_ps(s, mul), passAt, _CMP_GE_OQ);
+      // S = -inf marks an excluded (query, row) (driver.h forEachTile): never
+      // passes, even while a list holds fewer than k (threshold -inf).
+      const __m256 p = _mm256_and_ps(_mm256_cmp_ps(_mm256_mul_ps(s, mul), passAt, _CMP_GE_OQ),
+                                     _mm256_cmp_ps(s, _mm256_set1_ps(-__builtin_inff()), _CMP_NEQ_OQ));
       passRows |= static_cast<uint32_t>((_mm256_movemask_ps(p) & validMask) != 0) << r;
     }
     __m256d s0 = _mm256_loadu_pd(t->lseSum + h), s1 = _mm256_loadu_pd(t->lseSum + h + 4);
@@ -349,7 +346,9 @@ void sampleTileAvx2(const SampleTile* t) {
       for (uint32_t rows = passRows; rows != 0; rows &= rows - 1) {
         const int64_t r = __builtin_ctz(rows);
         const __m256 s = _mm256_loadu_ps(sb + r * bpad);
-        int bits = _mm256_movemask_ps(_mm256_cmp_ps(s, th.t, _CMP_GE_OQ)) & validMask;
+        int bits = _mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(s, th.t, _CMP_GE_OQ),
+                                                    _mm256_cmp_ps(s, _mm256_set1_ps(-__builtin_inff()), _CMP_NEQ_OQ))) &
+                   validMask;
         if (bits == 0) continue;
         while (bits) {
           const int l = __builtin_ctz(bits);
@@ -371,7 +370,9 @@ void sampleTileAvx2(const SampleTile* t) {
       const int64_t r = __builtin_ctz(rows);
       const __m256 s = _mm256_loadu_ps(sb + r * bpad);
       const __m256 d = _mm256_mul_ps(s, invTemp);
-      const int pass = _mm256_movemask_ps(_mm256_cmp_ps(d, th.low, _CMP_GE_OQ)) & validMask;
+      const int pass = _mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(d, th.low, _CMP_GE_OQ),
+                                                        _mm256_cmp_ps(s, _mm256_set1_ps(-__builtin_inff()), _CMP_NEQ_OQ))) &
+                       validMask;
       if (pass == 0) continue;
       const uint32_t j = static_cast<uint32_t>(t->rowIdx[r]);
       const bool sameBlock = haveBlock && (j >> 2) == lastBlock;

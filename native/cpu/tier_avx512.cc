@@ -282,12 +282,6 @@ LaneThresholds loadThresholds(const double* thresh, int64_t b0, int64_t valid) {
   r.t = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
   r.marg = marginOf(r.t);
   r.low = _mm512_sub_ps(_mm512_sub_ps(r.t, _mm512_set1_ps(kGumbelMax)), r.marg);
-  // S = -inf marks an excluded (query, row) (driver.h forEachTile): with the
-  // thresholds at least the lowest float it never passes a filter, even
-  // while a list holds fewer than k entries.
-  const __m512 lowest = _mm512_set1_ps(-3.402823466e38f);
-  r.t = _mm512_max_ps(r.t, lowest);
-  r.low = _mm512_max_ps(r.low, lowest);
   return r;
 }
 
@@ -388,7 +382,10 @@ void sampleTileAvx512(const SampleTile* t) {
     const __m512 e = exp512(_mm512_sub_ps(s, safeM));
     _mm512_store_ps(ex + r * 16, e);
     sum = _mm512_add_ps(sum, e);
-    const __mmask16 p = _mm512_cmp_ps_mask(_mm512_mul_ps(s, mul), passAt, _CMP_GE_OQ) & validMask;
+    // S = -inf marks an excluded (query, row) (driver.h forEachTile): never
+    // passes, even while a list holds fewer than k (threshold -inf).
+    const __mmask16 p = _mm512_cmp_ps_mask(_mm512_mul_ps(s, mul), passAt, _CMP_GE_OQ) &
+                        _mm512_cmp_ps_mask(s, _mm512_set1_ps(-__builtin_inff()), _CMP_NEQ_OQ) & validMask;
     passRows |= static_cast<uint32_t>(p != 0) << r;
   }
   __m512d s0 = _mm512_loadu_pd(t->lseSum), s1 = _mm512_loadu_pd(t->lseSum + 8);
@@ -406,7 +403,8 @@ void sampleTileAvx512(const SampleTile* t) {
     for (uint32_t rows = passRows; rows != 0; rows &= rows - 1) {
       const int64_t r = __builtin_ctz(rows);
       const __m512 s = _mm512_loadu_ps(sb + r * 16);
-      unsigned bits = _mm512_cmp_ps_mask(s, th.t, _CMP_GE_OQ) & validMask;
+      unsigned bits = _mm512_cmp_ps_mask(s, th.t, _CMP_GE_OQ) &
+                      _mm512_cmp_ps_mask(s, _mm512_set1_ps(-__builtin_inff()), _CMP_NEQ_OQ) & validMask;
       if (bits == 0) continue;
       while (bits) {
         const int l = __builtin_ctz(bits);
@@ -429,7 +427,8 @@ void sampleTileAvx512(const SampleTile* t) {
     const int64_t r = __builtin_ctz(rows);
     const __m512 s = _mm512_loadu_ps(sb + r * 16);
     const __m512 d = _mm512_mul_ps(s, invTemp);
-    const __mmask16 pass = _mm512_cmp_ps_mask(d, th.low, _CMP_GE_OQ) & validMask;
+    const __mmask16 pass = _mm512_cmp_ps_mask(d, th.low, _CMP_GE_OQ) &
+                           _mm512_cmp_ps_mask(s, _mm512_set1_ps(-__builtin_inff()), _CMP_NEQ_OQ) & validMask;
     if (pass == 0) continue;
     const uint32_t j = static_cast<uint32_t>(t->rowIdx[r]);
     const bool sameBlock = haveBlock && (j >> 2) == lastBlock;

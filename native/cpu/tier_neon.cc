@@ -177,12 +177,6 @@ LaneThresholds loadThresholds(const double* thresh, int64_t b0, int64_t valid) {
   r.t = vld1q_f32(tl);
   r.marg = vmulq_n_f32(vaddq_f32(vdupq_n_f32(1.0f), vabsq_f32(r.t)), 1e-3f);
   r.low = vsubq_f32(vsubq_f32(r.t, vdupq_n_f32(kGumbelMax)), r.marg);
-  // S = -inf marks an excluded (query, row) (driver.h forEachTile): with the
-  // thresholds at least the lowest float it never passes a filter, even
-  // while a list holds fewer than k entries.
-  const float32x4_t lowest = vdupq_n_f32(-3.402823466e38f);
-  r.t = vmaxq_f32(r.t, lowest);
-  r.low = vmaxq_f32(r.low, lowest);
   return r;
 }
 
@@ -236,7 +230,8 @@ void sampleTileNeon(const SampleTile* t) {
       // MaxScore: s >= float(t) keeps every s whose float64 value is >= t.
       for (int64_t r = 0; r < nrows; ++r) {
         const float32x4_t s = vld1q_f32(sb + r * kQueryBlock);
-        int bits = laneBits(vmvnq_u32(vcltq_f32(s, th.t))) & validMask;  // !(s < t): NaN goes to the offer
+        // !(s < t): NaN goes to the offer; S = -inf (an excluded row) never does.
+        int bits = laneBits(vandq_u32(vmvnq_u32(vcltq_f32(s, th.t)), vcgtq_f32(s, negInf))) & validMask;
         if (bits == 0) continue;
         while (bits) {
           const int l = __builtin_ctz(bits);
@@ -257,7 +252,7 @@ void sampleTileNeon(const SampleTile* t) {
       const float32x4_t s = vld1q_f32(sb + r * kQueryBlock);
       const float32x4_t d = vmulq_f32(s, invTemp);
       // Score filter: d + Gmax + margin < t cannot be drawn (NaN goes to the offer).
-      const int pass = laneBits(vmvnq_u32(vcltq_f32(d, th.low))) & validMask;
+      const int pass = laneBits(vandq_u32(vmvnq_u32(vcltq_f32(d, th.low)), vcgtq_f32(s, negInf))) & validMask;
       if (pass == 0) continue;
       const uint32_t j = static_cast<uint32_t>(t->rowIdx[r]);
       if (!haveBlock || (j >> 2) != lastBlock) {
