@@ -6,6 +6,10 @@
 //    whose scores were 0. Now refused: GumbelMaxRetrievalFn (RangeError) and
 //    the native core (NegativeCacheError ERR_ARGUMENT); the largest float32
 //    invTemp still draws exactly like the JS kernels.
+// 2. fuzz_kernels (after the exclusion masks): with invTemp = -float32 max a
+//    finite score whose product with invTemp overflows float32 was filtered
+//    out like an excluded row (-inf) by the vector tiers, so the only
+//    candidate went undrawn. Each tier now draws it, as the float64 offer does.
 const assert = require('assert');
 const tf = require('@tensorflow/tfjs');
 const nc = require('..');
@@ -64,5 +68,25 @@ describe('fuzz findings', () => {
       assert.strictEqual(draws[backend].idx.length, 9);
     }
     for (const b of BACKENDS) assert.deepStrictEqual(draws[b], draws[BACKENDS[0]], `${b} differs from ${BACKENDS[0]}`);
+  });
+
+  it('a finite score whose invTemp product overflows float32 is still drawn, on every CPU tier', function () {
+    const addon = loadAddon();
+    if (!addon) this.skip();
+    const before = addon.cpuFeatures().isaCap;
+    try {
+      for (const tier of addon.cpuFeatures().usableTiers) {
+        addon.setIsaCap(tier === 'neon' ? 'neon' : tier);
+        const store = new addon.CacheStore([{ name: 'e', storage: 0, width: 2 }], 1);
+        store.initialize([new Float32Array([1.5, -0.5])], null);  // S = 16, invTemp * S = -inf in float32
+        const batch = 7;
+        const req = { queries: new Float32Array(batch * 2).fill(-4), batch, dim: 2, scale: -4, scoreEmptyRows: true, threads: 0, segments: [{ store, column: 0 }] };
+        const out = { indices: new Int32Array(batch).fill(-7), scores: new Float32Array(batch), lse: new Float32Array(batch), candidates: new Int32Array(batch) };
+        addon.scoreAndSample(req, { mode: 0, invTemp: -FLOAT32_MAX, numDraws: 1, seed: 0, call: 0 }, out);
+        assert.deepStrictEqual(Array.from(out.indices), new Array(batch).fill(0), `tier ${tier}`);
+      }
+    } finally {
+      addon.setIsaCap(before);
+    }
   });
 });
