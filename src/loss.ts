@@ -92,7 +92,8 @@ function checkExclusions(e: Exclusions | undefined, batch: number, total: number
   return rows.length === 0 ? null : e;
 }
 
-function checkMatrix(x: unknown, name: string): tf.Tensor2D {
+/** @internal A float32 [batch >= 1, dim >= 1] tensor, else a TypeError/RangeError naming `name`. */
+export function checkMatrix(x: unknown, name: string): tf.Tensor2D {
   if (!isTensor<tf.Tensor>(x)) throw typeError(name, 'a float32 tf.Tensor2D [batch, dim]', x);
   if (x.isDisposed) throw typeError(name, 'a live tensor', 'a disposed tensor');
   if (x.rank !== 2) throw rangeError(name, 'a rank-2 tensor [batch, dim]', `shape [${x.shape.join(', ')}]`);

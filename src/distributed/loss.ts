@@ -31,13 +31,14 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { SampleParams, ScoreRequest, StoreBackend } from '../backend';
 import { kernelsFor } from '../backends';
 import type { NegativeCache } from '../cache';
-import { firstNonFinite, isTensor, widthOf } from '../convert';
+import { firstNonFinite, widthOf } from '../convert';
 import { transformScores } from '../draw';
 import { NegativeCacheError, describe, knownKeys, rangeError, rejectUnknownKeys, typeError } from '../errors';
 import { groupStart } from '../js/groups';
 import { GumbelNoise } from '../js/philox';
 import {
   CacheClassificationLoss, type CacheClassificationLossOptions, type CacheLossReturn, type DocNetwork, type LossArgNames,
+  checkMatrix,
 } from '../loss';
 import { GumbelMaxRetrievalFn, MaxScoreRetrievalFn, sampleParamsOf } from '../retrieval';
 import { resolveSources, type Source } from '../sources';
@@ -678,16 +679,6 @@ export class DistributedCacheClassificationLoss extends CacheClassificationLoss 
     }
     return { rows, lse: res.lse };
   }
-}
-
-function checkMatrix(x: unknown, name: string): tf.Tensor2D {
-  if (!isTensor<tf.Tensor>(x)) throw typeError(name, 'a float32 tf.Tensor2D [batch, dim]', x);
-  if (x.isDisposed) throw typeError(name, 'a live tensor', 'a disposed tensor');
-  if (x.rank !== 2) throw rangeError(name, 'a rank-2 tensor [batch, dim]', `shape [${x.shape.join(', ')}]`);
-  if (x.dtype !== 'float32') throw typeError(name, 'a float32 tensor', x);
-  if (x.shape[0]! < 1) throw rangeError(name, 'a non-empty batch (at least one row)', `shape [${x.shape.join(', ')}]`);
-  if (x.shape[1]! < 1) throw rangeError(name, 'at least one column', `shape [${x.shape.join(', ')}]`);
-  return x as tf.Tensor2D;
 }
 
 function scoreError(v: number, row: number): RangeError {
