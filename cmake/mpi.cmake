@@ -29,7 +29,7 @@ if(NEGCACHE_ADDON AND DEFINED CMAKE_JS_VERSION)
     set_target_properties(negative_cache_mpi PROPERTIES PREFIX "" SUFFIX ".node"
       LIBRARY_OUTPUT_DIRECTORY "${NEGCACHE_MPI_OUT}")
     target_include_directories(negative_cache_mpi PRIVATE ${CMAKE_JS_INC} ${CMAKE_CURRENT_SOURCE_DIR}/${NEGCACHE_MPI_NAPI_DIR})
-    target_compile_definitions(negative_cache_mpi PRIVATE NAPI_VERSION=8 NAPI_CPP_EXCEPTIONS NODE_ADDON_API_DISABLE_DEPRECATED)
+    target_compile_definitions(negative_cache_mpi PRIVATE NAPI_VERSION=8 NAPI_CPP_EXCEPTIONS NODE_ADDON_API_DISABLE_DEPRECATED NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS)
     target_link_libraries(negative_cache_mpi PRIVATE MPI::MPI_CXX ${CMAKE_JS_LIB})
     if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
       target_compile_options(negative_cache_mpi PRIVATE -O2 -Wall -Wextra -fvisibility=hidden)
