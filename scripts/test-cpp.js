@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm test`, first half: builds the C++ tests of native/ (test/cpp) with CMake
 // into build/cpp-tests (-j2, incremental after the first run) and runs them,
-// then checks that the ISA tiers' objects (*_avx2, *_avx512) have no weak or vague symbols (the
+// then checks that the ISA tiers' objects (*_avx2, *_avx512, *_amx) have no weak or vague symbols (the
 // prebuilt binary must stay loadable on any x86-64, see docs/kernels.md).
 //
 // The CUDA part is built when a GPU is visible (nvidia-smi -L) or
@@ -109,14 +109,14 @@ function main() {
     }
   }
 
-  // The *_avx2 / *_avx512 objects must define no weak (W/V) or unique (u)
+  // The *_avx2 / *_avx512 / *_amx objects must define no weak (W/V) or unique (u)
   // symbols: the linker could pick such an AVX-compiled copy for a baseline caller.
   const objects = [];
   const walk = (dir) => {
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
       const p = path.join(dir, e.name);
       if (e.isDirectory()) walk(p);
-      else if (/_avx(2|512)\.cc\.o(bj)?$/.test(e.name)) objects.push(p);
+      else if (/_(avx2|avx512|amx)\.cc\.o(bj)?$/.test(e.name)) objects.push(p);
     }
   };
   walk(path.join(buildDir, 'CMakeFiles'));
@@ -124,7 +124,7 @@ function main() {
     console.log('test-cpp: symbol check skipped (no nm on PATH)');
   } else if (objects.length === 0 && arch === 'x64') {
     failed++;
-    console.error('test-cpp: no *_avx2 / *_avx512 object found for the symbol check');
+    console.error('test-cpp: no *_avx2 / *_avx512 / *_amx object found for the symbol check');
   } else {
     for (const obj of objects) {
       const nm = run('nm', [obj]);

@@ -17,6 +17,10 @@
 #define NC_X86 1
 #include <cpuid.h>
 #endif
+#if defined(NC_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #ifndef HWCAP_ASIMD
@@ -88,15 +92,51 @@ bool hasAvx2(const Features& f) { return f.avx2 && f.fma && f.f16c; }
 bool hasAvx512(const Features& f) {
   return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c;
 }
+/// Linux gives a process the AMX tile data state only on request
+/// (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); asked once, at
+/// the first check. Other systems: assumed usable when XCR0 enables it.
+bool amxPermitted() {
+#if defined(NC_X86) && defined(__linux__)
+  static const bool granted = [] {
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return granted;
+#else
+  return true;
+#endif
+}
+bool hasAmx(const Features& f) { return hasAvx512(f) && f.amxTile && f.amxBf16 && amxPermitted(); }
 bool always(const Features&) { return true; }
 #if defined(__aarch64__)
 bool hasNeon(const Features& f) { return f.neon; }
 #endif
 
+}  // namespace
+
+const MicroKernel* amxMicroKernel() {
+  static const MicroKernel* const kernel = []() -> const MicroKernel* {
+    static MicroKernel k{};
+    const MicroKernel* base = avx512MicroKernel();
+    const MicroKernel* tiles = amxTileParts();
+    if (base == nullptr || tiles == nullptr) return nullptr;
+    k = *base;
+    k.peakLoop = tiles->peakLoop;
+    k.gemmBlocksBf16 = tiles->gemmBlocksBf16;
+    k.bf16Begin = tiles->bf16Begin;
+    k.bf16End = tiles->bf16End;
+    return &k;
+  }();
+  return kernel;
+}
+
+namespace {
+
 const TierEntry kTiers[] = {
 #if defined(__aarch64__)
     {"neon", 1, hasNeon, neonMicroKernel, neonEpilogue},
 #else
+    {"amx", 3, hasAmx, amxMicroKernel, avx512Epilogue},
     {"avx512", 2, hasAvx512, avx512MicroKernel, avx512Epilogue},
     {"avx2", 1, hasAvx2, avx2MicroKernel, avx2Epilogue},
 #endif

@@ -1,5 +1,8 @@
 #include "driver.h"
 
+#include <cmath>
+
+#include "half.h"
 #include "thread_pool.h"
 
 namespace nc {
@@ -24,6 +27,32 @@ void prepare(const ScoreRequest& req, Prepared& p) {
     float* blk = p.qt.data() + (b / kQueryBlock) * kQueryBlock * p.dim + (b % kQueryBlock);
     const float* q = req.queries + b * p.dim;
     for (int64_t d = 0; d < p.dim; ++d) blk[d * kQueryBlock] = q[d];
+  }
+}
+
+void packBf16Queries(Prepared& p, const MicroKernel& mk) {
+  p.bf16 = false;
+  if (mk.gemmBlocksBf16 == nullptr || p.req == nullptr || p.req->segments.empty()) return;
+  for (const Segment& s : p.req->segments)
+    if (s.storage != DType::BFloat16) return;
+  p.bf16 = true;
+  p.kpad = (p.dim + 31) / 32 * 32;
+  const size_t size = static_cast<size_t>(p.bpad * p.kpad);
+  p.qhi.assign(size, 0);
+  p.qlo.assign(size, 0);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    // Block b / 16, pair d / 2, query b % 16, element d % 2.
+    const int64_t base = (b / kQueryBlock) * kQueryBlock * p.kpad + (b % kQueryBlock) * 2;
+    const float* q = p.req->queries + b * p.dim;
+    for (int64_t d = 0; d < p.dim; ++d) {
+      uint16_t hi = floatToBFloat16(q[d]);
+      // A finite value that rounds to infinity is truncated instead, so that
+      // hi + lo stays the value; a non-finite value is all in hi.
+      if (std::isfinite(q[d]) && !std::isfinite(bfloat16ToFloat(hi))) hi = static_cast<uint16_t>(floatBits(q[d]) >> 16);
+      const int64_t at = base + (d / 2) * 2 * kQueryBlock + (d % 2);
+      p.qhi[at] = hi;
+      p.qlo[at] = std::isfinite(q[d]) ? floatToBFloat16(q[d] - bfloat16ToFloat(hi)) : 0;
+    }
   }
 }
 
@@ -62,6 +91,7 @@ void countCandidatesPerQuery(const Prepared& p, int64_t* out) {
 
 void Scratch::init(const Prepared& p) {
   rowbuf.resize(static_cast<size_t>(kTileRows * p.dim));
+  if (p.bf16) bfbuf.assign(static_cast<size_t>(kTileRows * p.kpad), 0);
   sb.resize(static_cast<size_t>(kMaxGemmBlocks * kTileRows * kQueryBlock));
   rowPtr.resize(kTileRows);
   rowIdx.resize(kTileRows);

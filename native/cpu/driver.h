@@ -28,9 +28,17 @@ struct Prepared {
   int64_t indexBase = 0;                 // added to the rows' indices (SampleParams::columnOffset)
   Exclusions excl;                       // the request's per-query exclusions, normalized
   const ScoreRequest* req = nullptr;
+  // The bfloat16 tile path (MicroKernel::gemmBlocksBf16), set by packBf16Queries.
+  bool bf16 = false;
+  int64_t kpad = 0;                      // dim rounded up to 32
+  std::vector<uint16_t> qhi, qlo;        // [bpad/16][kpad/2][16][2]: bf16(q), bf16(q - hi)
 };
 
 void prepare(const ScoreRequest& req, Prepared& p);
+/// Turns on the bfloat16 tile path for kernel mk when it has one and every
+/// segment stores bfloat16: packs the queries' hi and lo parts. Call after
+/// prepare and before makeScratch.
+void packBf16Queries(Prepared& p, const MicroKernel& mk);
 
 /// Rows per chunk: a function of N only (outputs must not depend on threads).
 int64_t chunkRowsFor(int64_t n);
@@ -50,6 +58,7 @@ void countCandidatesPerQuery(const Prepared& p, int64_t* out);
 /// Per-thread scratch of the tile loop.
 struct Scratch {
   std::vector<float> rowbuf;   // kTileRows x dim (converted half rows)
+  std::vector<uint16_t> bfbuf; // kTileRows x kpad bfloat16 rows (Prepared::bf16), zero past dim
   std::vector<float> sb;       // kMaxGemmBlocks x kTileRows x kQueryBlock scores (epilogues read the first block)
   std::vector<const float*> rowPtr;
   std::vector<int32_t> rowIdx, rowGroup;
@@ -65,7 +74,9 @@ std::vector<Scratch> makeScratch(const Prepared& p, int threads);
 /// when allRows) into tiles and, per block of kQueryBlock queries, scores the
 /// tile into sc.sb with the micro-kernel and calls onBlock(nrows, qbase).
 /// Unless allRows (scoreMatrix), the request's excluded (query, row) scores
-/// are -inf in the block: not candidates for any epilogue.
+/// are -inf in the block: not candidates for any epilogue. With p.bf16 the
+/// rows are copied as they are into sc.bfbuf and scored by gemmBlocksBf16
+/// (sc.rowPtr is then not set: epilogues that read rows need float32).
 template <typename OnBlock>
 void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t begin, int64_t end, Scratch& sc,
                  OnBlock&& onBlock) {
@@ -78,7 +89,16 @@ void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t
     if (exclude) cursor.tile(sc.rowIdx.data(), nrows, sc.hits, p.indexBase);  // rowIdx holds indexBase + request row
     for (int64_t qb = 0; qb < p.bpad; qb += kQueryBlock) {
       const int64_t inGroup = (qb / kQueryBlock) % kMaxGemmBlocks;
-      if (mk.gemmBlocks == nullptr) {
+      if (p.bf16) {
+        if (inGroup == 0) {
+          const int64_t nblk = std::min(kMaxGemmBlocks, (p.bpad - qb) / kQueryBlock);
+          const int64_t off = qb * p.kpad;
+          mk.gemmBlocksBf16(p.qhi.data() + off, p.qlo.data() + off, nblk, p.kpad, sc.bfbuf.data(), nrows, req.scale,
+                            sc.sb.data());
+        } else {
+          std::copy_n(sc.sb.data() + inGroup * kTileRows * kQueryBlock, nrows * kQueryBlock, sc.sb.data());
+        }
+      } else if (mk.gemmBlocks == nullptr) {
         mk.gemmBlock(p.qt.data() + qb * p.dim, p.dim, sc.rowPtr.data(), nrows, req.scale, sc.sb.data());
       } else if (inGroup == 0) {
         // Up to kMaxGemmBlocks blocks at once into sb; block 0 is in place.
@@ -95,6 +115,15 @@ void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t
     }
     nrows = 0;
   };
+  struct Bf16Scope {  // bf16Begin / bf16End around the chunk, also when a callback throws
+    const MicroKernel* mk;
+    explicit Bf16Scope(const MicroKernel* k) : mk(k) {
+      if (mk != nullptr && mk->bf16Begin != nullptr) mk->bf16Begin();
+    }
+    ~Bf16Scope() {
+      if (mk != nullptr && mk->bf16End != nullptr) mk->bf16End();
+    }
+  } bf16Scope(p.bf16 ? &mk : nullptr);
   size_t seg = static_cast<size_t>(
       std::upper_bound(p.segStart.begin(), p.segStart.end(), begin) - p.segStart.begin() - 1);
   for (int64_t j = begin; j < end;) {
@@ -107,7 +136,9 @@ void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t
       const int64_t local = j - p.segStart[seg];
       if (check && s.filled[local] == 0) continue;
       const char* src = static_cast<const char*>(s.data) + local * p.dim * esize;
-      if (s.storage == DType::Float32) {
+      if (p.bf16) {
+        std::copy_n(reinterpret_cast<const uint16_t*>(src), p.dim, sc.bfbuf.data() + nrows * p.kpad);
+      } else if (s.storage == DType::Float32) {
         sc.rowPtr[nrows] = reinterpret_cast<const float*>(src);
       } else {
         float* dst = sc.rowbuf.data() + nrows * p.dim;

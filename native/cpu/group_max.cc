@@ -68,6 +68,7 @@ void CpuBackend::runScoreGroupMax(const ScoreRequest& req, int64_t groups, float
   auto job = std::make_unique<GroupJob>();
   job->p = &p;
   job->tier = currentTier();
+  packBf16Queries(p, *job->tier.kernel);
   job->groups = groups;
   job->outScores = groupScores;
   job->outRows = groupRows;

@@ -42,6 +42,7 @@ void CpuBackend::runScoreMatrix(const ScoreRequest& req, float* out) const {
   auto job = std::make_unique<MatrixJob>();
   job->p = &p;
   job->tier = currentTier();
+  packBf16Queries(p, *job->tier.kernel);
   job->out = out;
   job->chunks = rowChunks(p.n, req.threads);
   job->scratch = makeScratch(p, job->chunks.threads);

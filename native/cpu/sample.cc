@@ -96,6 +96,7 @@ void CpuBackend::runScoreAndSample(const ScoreRequest& req, const SampleParams& 
   auto job = std::make_unique<SampleJob>();
   job->p = &p;
   job->tier = currentTier();
+  packBf16Queries(p, *job->tier.kernel);
   job->params = params;
   job->chunks = rowChunks(p.n, req.threads);
   job->lseMax.assign(static_cast<size_t>(job->chunks.count * p.bpad), -kInfF);

@@ -1,10 +1,9 @@
 // The seam between the CPU tiling driver (driver.h, baseline ISA) and the ISA
 // tiers. A tier is a micro-kernel (row conversion + one score block) and
 // epilogues (what consumes a score block), each in its own object file
-// compiled for its ISA (tier_baseline.cc, tier_avx2.cc on x86-64, tier_neon.cc
-// on aarch64; AVX-512, AMX-BF16 or SVE tiers plug in the same way) and chosen
-// by one dispatch table
-// (dispatch.cc). See docs/kernels.md "ISA tiers".
+// compiled for its ISA (tier_baseline.cc, tier_avx2.cc, tier_avx512.cc and
+// tier_amx.cc on x86-64, tier_neon.cc on aarch64; an SVE tier would plug in
+// the same way) and chosen by one dispatch table (dispatch.cc). See docs/kernels.md "ISA tiers".
 //
 // Only plain structs and function declarations live here: an inline function
 // or template instantiated in an ISA translation unit would emit a weak
@@ -106,6 +105,21 @@ struct MicroKernel {
   /// the tier's widest float32 unit, returning the floating-point operations
   /// done (bench: the machine's own peak per tier). Null = no probe.
   double (*peakLoop)(int64_t iters);
+  /// Optional (null = none; the AMX tier): scores bfloat16 rows as they are
+  /// stored, against the query packs split into bfloat16 hi and lo parts
+  /// (Prepared::qhi / qlo, each [bpad/16][kpad/2][16][2]). rows holds nrows
+  /// (<= kTileRows) rows of kpad bfloat16 values each, kpad (a multiple of
+  /// 32) apart, zero past dim; qhi / qlo point at the first of nblk
+  /// (1..kMaxGemmBlocks) consecutive blocks, and block i's scores (scale
+  /// applied) go to sb + i * kTileRows * kQueryBlock, as gemmBlocks.
+  void (*gemmBlocksBf16)(const uint16_t* qhi, const uint16_t* qlo, int64_t nblk, int64_t kpad, const uint16_t* rows,
+                         int64_t nrows, float scale, float* sb);
+  /// With gemmBlocksBf16: called on the calling thread before its first and
+  /// after its last gemmBlocksBf16 of a chunk (AMX: load the tile
+  /// configuration, release the tiles), so that another user of the tiles on
+  /// that thread between two kernel calls does no harm.
+  void (*bf16Begin)();
+  void (*bf16End)();
 };
 
 /// The epilogues of a tier (lse + draws; group max; lse-gradient weighted sum).
@@ -137,6 +151,11 @@ const MicroKernel* avx2MicroKernel();
 const Epilogue* avx2Epilogue();
 const MicroKernel* avx512MicroKernel();
 const Epilogue* avx512Epilogue();
+/// The AMX tier's own parts (peakLoop, gemmBlocksBf16, bf16Begin, bf16End;
+/// the rest null), from tier_amx.cc.
+const MicroKernel* amxTileParts();
+/// The AVX-512 kernel with those parts (dispatch.cc); its epilogue is avx512Epilogue().
+const MicroKernel* amxMicroKernel();
 // Defined only in aarch64 builds (tier_neon.cc is compiled only there).
 const MicroKernel* neonMicroKernel();
 const Epilogue* neonEpilogue();

@@ -76,10 +76,12 @@ struct Problem {
     for (const SegmentData& s : segs) n += s.rows;
     return n;
   }
-  // Reference scores (float64 of the stored values) and candidate flags.
-  void reference(std::vector<double>& S, std::vector<uint8_t>& cand) const {
+  // Reference scores (float64 of the stored values) and candidate flags;
+  // absS (optional): scale * sum_d |q_d r_d|, the size of a score's rounding.
+  void reference(std::vector<double>& S, std::vector<uint8_t>& cand, std::vector<double>* absS = nullptr) const {
     const int64_t N = n();
     S.assign(static_cast<size_t>(batch * N), 0.0);
+    if (absS != nullptr) absS->assign(static_cast<size_t>(batch * N), 0.0);
     cand.assign(static_cast<size_t>(N), 1);
     int64_t j0 = 0;
     for (const SegmentData& s : segs) {
@@ -87,10 +89,14 @@ struct Problem {
         const int64_t j = j0 + i;
         if (!scoreEmptyRows && !s.filled.empty()) cand[j] = s.filled[i] != 0;
         for (int64_t b = 0; b < batch; ++b) {
-          double acc = 0;
-          for (int64_t d = 0; d < dim; ++d)
-            acc += static_cast<double>(queries[b * dim + d]) * s.f32[i * dim + d];
+          double acc = 0, mag = 0;
+          for (int64_t d = 0; d < dim; ++d) {
+            const double t = static_cast<double>(queries[b * dim + d]) * s.f32[i * dim + d];
+            acc += t;
+            mag += std::fabs(t);
+          }
           S[b * N + j] = scale * acc;
+          if (absS != nullptr) (*absS)[b * N + j] = std::fabs(scale) * mag;
         }
       }
       j0 += s.rows;
