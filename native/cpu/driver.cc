@@ -90,12 +90,14 @@ void countCandidatesPerQuery(const Prepared& p, int64_t* out) {
 }
 
 void Scratch::init(const Prepared& p) {
-  rowbuf.resize(static_cast<size_t>(kTileRows * p.dim));
-  if (p.bf16) bfbuf.assign(static_cast<size_t>(kTileRows * p.kpad), 0);
-  sb.resize(static_cast<size_t>(kMaxGemmBlocks * kTileRows * kQueryBlock));
-  rowPtr.resize(kTileRows);
-  rowIdx.resize(kTileRows);
-  rowGroup.resize(kTileRows);
+  rowbuf.resize(static_cast<size_t>(kSuperRows * p.dim));
+  if (p.bf16) bfbuf.assign(static_cast<size_t>(kSuperRows * p.kpad), 0);
+  sb.assign(static_cast<size_t>(kMaxGemmBlocks * kTileRows * kQueryBlock), 0.0f);
+  rowPtr.resize(kSuperRows);
+  rawRow.assign(kSuperRows, nullptr);
+  rowIdx.resize(kSuperRows);
+  rowGroup.resize(kSuperRows);
+  hits.resize(kSuperTiles);
 }
 
 std::vector<Scratch> makeScratch(const Prepared& p, int threads) {

@@ -11,8 +11,10 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
+#include "aligned.h"
 #include "exclusions.h"
 #include "kernels.h"
 #include "tier.h"
@@ -23,7 +25,7 @@ namespace cpu {
 /// A checked request with the queries packed for the micro-kernels.
 struct Prepared {
   int64_t batch = 0, dim = 0, bpad = 0, n = 0;
-  std::vector<float> qt;                 // [bpad/16][dim][16]
+  AlignedVector<float> qt;               // [bpad/16][dim][16]
   std::vector<int64_t> segStart;         // global start of each segment (+ n at the end)
   int64_t indexBase = 0;                 // added to the rows' indices (SampleParams::columnOffset)
   Exclusions excl;                       // the request's per-query exclusions, normalized
@@ -31,7 +33,7 @@ struct Prepared {
   // The bfloat16 tile path (MicroKernel::gemmBlocksBf16), set by packBf16Queries.
   bool bf16 = false;
   int64_t kpad = 0;                      // dim rounded up to 32
-  std::vector<uint16_t> qhi, qlo;        // [bpad/16][kpad/2][16][2]: bf16(q), bf16(q - hi)
+  AlignedVector<uint16_t> qhi, qlo;      // [bpad/16][kpad/2][16][2]: bf16(q), bf16(q - hi)
 };
 
 void prepare(const ScoreRequest& req, Prepared& p);
@@ -55,14 +57,21 @@ int64_t countCandidates(const Prepared& p);
 /// Candidates of each query: countCandidates minus its excluded candidates.
 void countCandidatesPerQuery(const Prepared& p, int64_t* out);
 
+/// Tiles gathered before scoring: for each group of kMaxGemmBlocks query
+/// blocks the tiles are scored one after the other, so the group's query
+/// packs are read once from L2 per super tile instead of once per tile.
+constexpr int64_t kSuperTiles = 4;
+constexpr int64_t kSuperRows = kSuperTiles * kTileRows;
+
 /// Per-thread scratch of the tile loop.
 struct Scratch {
-  std::vector<float> rowbuf;   // kTileRows x dim (converted half rows)
-  std::vector<uint16_t> bfbuf; // kTileRows x kpad bfloat16 rows (Prepared::bf16), zero past dim
-  std::vector<float> sb;       // kMaxGemmBlocks x kTileRows x kQueryBlock scores (epilogues read the first block)
-  std::vector<const float*> rowPtr;
-  std::vector<int32_t> rowIdx, rowGroup;
-  std::vector<ExclusionHit> hits;  // excluded (tile row, query) pairs of the current tile
+  std::vector<float> rowbuf;   // kSuperRows x dim (converted half rows)
+  AlignedVector<uint16_t> bfbuf; // kSuperRows x kpad bfloat16 rows (Prepared::bf16), zero past dim
+  AlignedVector<float> sb;     // kMaxGemmBlocks x kTileRows x kQueryBlock scores of one tile
+  std::vector<const float*> rowPtr;        // kSuperRows
+  std::vector<const uint16_t*> rawRow;     // kSuperRows: the stored rows (Prepared::bf16)
+  std::vector<int32_t> rowIdx, rowGroup;   // kSuperRows
+  std::vector<std::vector<ExclusionHit>> hits;  // per tile of the super tile: excluded (tile row, query) pairs
   PendingDraws pending{};
   void init(const Prepared& p);
 };
@@ -70,48 +79,83 @@ struct Scratch {
 /// One Scratch per thread.
 std::vector<Scratch> makeScratch(const Prepared& p, int threads);
 
+/// One scored block handed to forEachTile's callback: rows first ..
+/// first + nrows of the super tile against queries qb .. qb + 15.
+struct TileView {
+  int64_t nrows, qb, first;
+  const float* sb;             // [nrows][kQueryBlock] scores
+  const int32_t* rowIdx;       // global index of each row (indexBase added)
+  const float* const* rowPtr;  // float32 rows (not set on the bfloat16 tile path)
+};
+
 /// Walks global rows [begin, end) in order, gathers candidate rows (every row
-/// when allRows) into tiles and, per block of kQueryBlock queries, scores the
-/// tile into sc.sb with the micro-kernel and calls onBlock(nrows, qbase).
-/// Unless allRows (scoreMatrix), the request's excluded (query, row) scores
-/// are -inf in the block: not candidates for any epilogue. With p.bf16 the
-/// rows are copied as they are into sc.bfbuf and scored by gemmBlocksBf16
-/// (sc.rowPtr is then not set: epilogues that read rows need float32).
+/// when allRows) into tiles of kTileRows, kSuperTiles tiles at a time, scores
+/// them with the micro-kernel and calls onBlock(const TileView&) for every
+/// (tile, block of kQueryBlock queries); for each query block the tiles come
+/// in row order. Unless allRows (scoreMatrix), the request's excluded
+/// (query, row) scores are -inf in the block: not candidates for any
+/// epilogue. With p.bf16 the rows are scored as they are stored by
+/// gemmBlocksBf16, in place or copied into sc.bfbuf (rowPtr is then not set:
+/// epilogues that read rows need float32).
 template <typename OnBlock>
 void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t begin, int64_t end, Scratch& sc,
                  OnBlock&& onBlock) {
   const ScoreRequest& req = *p.req;
   const bool exclude = !allRows && !p.excl.empty();
   ExclusionCursor cursor(p.excl, exclude ? begin : 0);
-  int64_t nrows = 0;
+  int64_t nrows = 0;  // rows of the super tile
   auto flush = [&] {
     if (nrows == 0) return;
-    if (exclude) cursor.tile(sc.rowIdx.data(), nrows, sc.hits, p.indexBase);  // rowIdx holds indexBase + request row
-    for (int64_t qb = 0; qb < p.bpad; qb += kQueryBlock) {
-      const int64_t inGroup = (qb / kQueryBlock) % kMaxGemmBlocks;
-      if (p.bf16) {
-        if (inGroup == 0) {
-          const int64_t nblk = std::min(kMaxGemmBlocks, (p.bpad - qb) / kQueryBlock);
-          const int64_t off = qb * p.kpad;
-          mk.gemmBlocksBf16(p.qhi.data() + off, p.qlo.data() + off, nblk, p.kpad, sc.bfbuf.data(), nrows, req.scale,
-                            sc.sb.data());
+    const int64_t ntiles = (nrows + kTileRows - 1) / kTileRows;
+    if (exclude)  // rowIdx holds indexBase + request row
+      for (int64_t t = 0; t < ntiles; ++t)
+        cursor.tile(sc.rowIdx.data() + t * kTileRows, std::min(kTileRows, nrows - t * kTileRows), sc.hits[t],
+                    p.indexBase);
+    // bfloat16 tiles: a full tile of consecutive 64-byte aligned rows of
+    // width kpad is read in place, any other is copied into bfbuf.
+    const uint16_t* tileRows[kSuperTiles] = {};
+    int64_t tileRowBytes[kSuperTiles] = {};
+    if (p.bf16) {
+      for (int64_t t = 0; t < ntiles; ++t) {
+        const int64_t r0 = t * kTileRows, tr = std::min(kTileRows, nrows - r0);
+        const uint16_t* first = sc.rawRow[r0];
+        bool inPlace = tr == kTileRows && p.kpad == p.dim && reinterpret_cast<uintptr_t>(first) % 64 == 0;
+        for (int64_t r = 1; inPlace && r < tr; ++r) inPlace = sc.rawRow[r0 + r] == first + r * p.dim;
+        if (inPlace) {
+          tileRows[t] = first;
+          tileRowBytes[t] = p.dim * 2;
         } else {
-          std::copy_n(sc.sb.data() + inGroup * kTileRows * kQueryBlock, nrows * kQueryBlock, sc.sb.data());
+          uint16_t* dst = sc.bfbuf.data() + r0 * p.kpad;
+          for (int64_t r = 0; r < tr; ++r) std::copy_n(sc.rawRow[r0 + r], p.dim, dst + r * p.kpad);
+          tileRows[t] = dst;
+          tileRowBytes[t] = p.kpad * 2;
         }
-      } else if (mk.gemmBlocks == nullptr) {
-        mk.gemmBlock(p.qt.data() + qb * p.dim, p.dim, sc.rowPtr.data(), nrows, req.scale, sc.sb.data());
-      } else if (inGroup == 0) {
-        // Up to kMaxGemmBlocks blocks at once into sb; block 0 is in place.
-        const int64_t nblk = std::min(kMaxGemmBlocks, (p.bpad - qb) / kQueryBlock);
-        mk.gemmBlocks(p.qt.data() + qb * p.dim, nblk, p.dim, sc.rowPtr.data(), nrows, req.scale, sc.sb.data());
-      } else {
-        // The epilogues read block 0 of sb (its scores were consumed already).
-        std::copy_n(sc.sb.data() + inGroup * kTileRows * kQueryBlock, nrows * kQueryBlock, sc.sb.data());
       }
-      // Per-(query, row) exclusions (docs/kernels.md): the one place every
-      // score block passes before any epilogue sees it.
-      if (exclude && !sc.hits.empty()) maskExclusionHits(sc.hits, qb, kQueryBlock, kQueryBlock, sc.sb.data());
-      onBlock(nrows, qb);
+    }
+    for (int64_t qg = 0; qg < p.bpad; qg += kMaxGemmBlocks * kQueryBlock) {
+      const int64_t nblk = std::min(kMaxGemmBlocks, (p.bpad - qg) / kQueryBlock);
+      for (int64_t t = 0; t < ntiles; ++t) {
+        const int64_t r0 = t * kTileRows, tr = std::min(kTileRows, nrows - r0);
+        float* sb = sc.sb.data();
+        if (p.bf16) {
+          mk.gemmBlocksBf16(p.qhi.data() + qg * p.kpad, p.qlo.data() + qg * p.kpad, nblk, p.kpad, tileRows[t],
+                            tileRowBytes[t], tr, req.scale, sb);
+        } else if (mk.gemmBlocks != nullptr) {
+          mk.gemmBlocks(p.qt.data() + qg * p.dim, nblk, p.dim, sc.rowPtr.data() + r0, tr, req.scale, sb);
+        } else {
+          for (int64_t b = 0; b < nblk; ++b)
+            mk.gemmBlock(p.qt.data() + (qg + b * kQueryBlock) * p.dim, p.dim, sc.rowPtr.data() + r0, tr, req.scale,
+                         sb + b * kTileRows * kQueryBlock);
+        }
+        for (int64_t b = 0; b < nblk; ++b) {
+          float* blk = sb + b * kTileRows * kQueryBlock;
+          const int64_t qb = qg + b * kQueryBlock;
+          // Per-(query, row) exclusions (docs/kernels.md): the one place every
+          // score block passes before any epilogue sees it.
+          if (exclude && !sc.hits[t].empty()) maskExclusionHits(sc.hits[t], qb, kQueryBlock, kQueryBlock, blk);
+          onBlock(TileView{tr, qb, r0, blk, sc.rowIdx.data() + r0, sc.rowPtr.data() + r0});
+        }
+      }
     }
     nrows = 0;
   };
@@ -137,7 +181,7 @@ void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t
       if (check && s.filled[local] == 0) continue;
       const char* src = static_cast<const char*>(s.data) + local * p.dim * esize;
       if (p.bf16) {
-        std::copy_n(reinterpret_cast<const uint16_t*>(src), p.dim, sc.bfbuf.data() + nrows * p.kpad);
+        sc.rawRow[nrows] = reinterpret_cast<const uint16_t*>(src);
       } else if (s.storage == DType::Float32) {
         sc.rowPtr[nrows] = reinterpret_cast<const float*>(src);
       } else {
@@ -146,7 +190,7 @@ void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t
         sc.rowPtr[nrows] = dst;
       }
       sc.rowIdx[nrows] = static_cast<int32_t>(j + p.indexBase);
-      if (++nrows == kTileRows) flush();
+      if (++nrows == kSuperRows) flush();
     }
   }
   flush();

@@ -36,18 +36,20 @@ void groupChunk(void* ctx, int64_t c, int slot) {
   std::fill(gm.begin(), gm.begin() + ng * p.bpad, -std::numeric_limits<float>::infinity());
   std::fill(gi.begin(), gi.begin() + ng * p.bpad, -1);
   GroupTile t{};
-  t.sb = sc.sb.data();
   t.bpad = p.bpad;
-  t.rowIdx = sc.rowIdx.data();
-  t.rowGroup = sc.rowGroup.data();
   const int64_t begin = groupStart(g0, p.n, job.groups), end = groupStart(g1, p.n, job.groups);
-  forEachTile(p, *job.tier.kernel, false, begin, end, sc, [&](int64_t nrows, int64_t qb) {
-    if (qb == 0)
-      for (int64_t r = 0; r < nrows; ++r)
-        sc.rowGroup[r] = static_cast<int32_t>(groupOf(sc.rowIdx[r], p.n, job.groups) - g0);
-    t.nrows = nrows;
-    t.gmax = gm.data() + qb;
-    t.gidx = gi.data() + qb;
+  forEachTile(p, *job.tier.kernel, false, begin, end, sc, [&](const TileView& v) {
+    // Query block 0 comes first for every tile of a super tile.
+    int32_t* rowGroup = sc.rowGroup.data() + v.first;
+    if (v.qb == 0)
+      for (int64_t r = 0; r < v.nrows; ++r)
+        rowGroup[r] = static_cast<int32_t>(groupOf(v.rowIdx[r], p.n, job.groups) - g0);
+    t.sb = v.sb;
+    t.rowIdx = v.rowIdx;
+    t.rowGroup = rowGroup;
+    t.nrows = v.nrows;
+    t.gmax = gm.data() + v.qb;
+    t.gidx = gi.data() + v.qb;
     job.tier.epilogue->groupMaxTile(&t);
   });
   for (int64_t b = 0; b < p.batch; ++b) {

@@ -55,27 +55,26 @@ void lseChunk(void* ctx, int64_t w, int slot) {
   const int64_t c = job.waveStart + w;
   const int64_t begin = c * job.chunks.rows, end = std::min(p.n, begin + job.chunks.rows);
   SampleTile t{};
-  t.sb = sc.sb.data();
-  t.rowIdx = sc.rowIdx.data();
   t.mode = static_cast<int32_t>(SampleMode::None);
   t.invTemp = 1.0f;
   t.invTempD = 1.0;
   t.pending = &sc.pending;
   LseGradTile g{};
-  g.sb = sc.sb.data();
   g.dim = p.dim;
-  g.rows = sc.rowPtr.data();
   float oldMax[kQueryBlock];
   g.oldMax = oldMax;
-  forEachTile(p, *job.tier.kernel, false, begin, end, sc, [&](int64_t nrows, int64_t qb) {
-    t.nrows = nrows;
+  forEachTile(p, *job.tier.kernel, false, begin, end, sc, [&](const TileView& v) {
+    const int64_t qb = v.qb;
+    t.sb = g.sb = v.sb;
+    t.rowIdx = v.rowIdx;
+    g.rows = v.rowPtr;
+    t.nrows = g.nrows = v.nrows;
     t.qbase = qb;
     t.qcount = std::min(kQueryBlock, p.batch - qb);
     t.lseMax = job.lseMax.data() + w * p.bpad + qb;
     t.lseSum = job.lseSum.data() + w * p.bpad + qb;
     std::copy(t.lseMax, t.lseMax + kQueryBlock, oldMax);
     job.tier.epilogue->sampleTile(&t);  // the lse partials, as in scoreAndSample
-    g.nrows = nrows;
     g.qcount = t.qcount;
     g.newMax = t.lseMax;
     g.acc = job.acc.data() + (w * p.bpad + qb) * p.dim;

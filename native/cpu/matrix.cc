@@ -24,11 +24,11 @@ void matrixChunk(void* ctx, int64_t c, int slot) {
   const Prepared& p = *job.p;
   Scratch& sc = job.scratch[slot];
   const int64_t begin = c * job.chunks.rows, end = std::min(p.n, begin + job.chunks.rows);
-  forEachTile(p, *job.tier.kernel, true, begin, end, sc, [&](int64_t nrows, int64_t qb) {
-    const int64_t qn = std::min(kQueryBlock, p.batch - qb);
-    for (int64_t r = 0; r < nrows; ++r) {
-      const int64_t j = sc.rowIdx[r];
-      for (int64_t i = 0; i < qn; ++i) job.out[(qb + i) * p.n + j] = sc.sb[r * kQueryBlock + i];
+  forEachTile(p, *job.tier.kernel, true, begin, end, sc, [&](const TileView& v) {
+    const int64_t qn = std::min(kQueryBlock, p.batch - v.qb);
+    for (int64_t r = 0; r < v.nrows; ++r) {
+      const int64_t j = v.rowIdx[r];
+      for (int64_t i = 0; i < qn; ++i) job.out[(v.qb + i) * p.n + j] = v.sb[r * kQueryBlock + i];
     }
   });
 }

@@ -37,8 +37,6 @@ void sampleChunk(void* ctx, int64_t c, int slot) {
   const Prepared& p = *job.p;
   Scratch& sc = job.scratch[slot];
   SampleTile t{};
-  t.sb = sc.sb.data();
-  t.rowIdx = sc.rowIdx.data();
   t.mode = static_cast<int32_t>(job.params.mode);
   t.invTemp = static_cast<float>(job.params.invTemp);
   t.invTempD = job.params.invTemp;
@@ -50,8 +48,11 @@ void sampleChunk(void* ctx, int64_t c, int slot) {
   t.flushOnly = 0;
   // Filter with what the other threads have found (see SharedBest).
   if (job.shared.enabled()) job.shared.import(t.topk, p.batch);
-  forEachTile(p, *job.tier.kernel, false, begin, end, sc, [&](int64_t nrows, int64_t qb) {
-    t.nrows = nrows;
+  forEachTile(p, *job.tier.kernel, false, begin, end, sc, [&](const TileView& v) {
+    const int64_t qb = v.qb;
+    t.sb = v.sb;
+    t.rowIdx = v.rowIdx;
+    t.nrows = v.nrows;
     t.qbase = qb;
     t.qcount = std::min(kQueryBlock, p.batch - qb);
     t.lseMax = job.lseMax.data() + c * p.bpad + qb;

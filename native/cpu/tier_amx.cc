@@ -99,16 +99,17 @@ void tilePass(const uint16_t* qhi, const uint16_t* qlo, int64_t kpad, const uint
 }
 
 void gemmBlocksBf16Amx(const uint16_t* qhi, const uint16_t* qlo, int64_t nblk, int64_t kpad, const uint16_t* rows,
-                       int64_t nrows, float scale, float* sb) {
+                       int64_t rowBytes, int64_t nrows, float scale, float* sb) {
   // The configuration is loaded by bf16Begin (loadConfig) once per chunk.
-  const int64_t rowBytes = kpad * 2;
   const int64_t blockElems = kpad * 16;
-  for (int64_t b = 0; b < nblk; b += 2) {
+  for (int64_t b = 0; b < nblk;) {
     float* out = sb + b * kTileRows * 16;
     if (b + 1 < nblk) {
       tilePass<2>(qhi + b * blockElems, qlo + b * blockElems, kpad, rows, rowBytes, out);
+      b += 2;
     } else {
       tilePass<1>(qhi + b * blockElems, qlo + b * blockElems, kpad, rows, rowBytes, out);
+      b += 1;
     }
   }
   const __m512 vscale = _mm512_set1_ps(scale);
@@ -118,8 +119,9 @@ void gemmBlocksBf16Amx(const uint16_t* qhi, const uint16_t* qlo, int64_t nblk, i
   }
 }
 
-/// The AMX peak probe: 8 independent 16 x 16 x 32 bfloat16 tile products
-/// per round (tmm0-3 accumulate, tmm4-7 hold the operands, zero).
+/// The AMX peak probe: 4 independent 16 x 16 x 32 bfloat16 tile products
+/// per round (tmm0-3 accumulate, tmm4-7 hold the operands), on ordinary
+/// values in [1, 2) rather than zero tiles, as real data.
 double peakLoopAmx(int64_t iters) {
   TileConfig c{};
   c.palette = 1;
@@ -128,14 +130,21 @@ double peakLoopAmx(int64_t iters) {
     c.colsb[i] = 64;
   }
   loadTileConfig(c);
+  alignas(64) uint16_t operand[4][16 * 32];
+  uint32_t x = 12345u;
+  for (int t = 0; t < 4; ++t)
+    for (int i = 0; i < 16 * 32; ++i) {
+      x = x * 1664525u + 1013904223u;
+      operand[t][i] = static_cast<uint16_t>(0x3f80u + ((x >> 16) & 0x7fu));  // 1 + m/128
+    }
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
   _tile_zero(3);
-  _tile_zero(4);
-  _tile_zero(5);
-  _tile_zero(6);
-  _tile_zero(7);
+  _tile_loadd(4, operand[0], 64);
+  _tile_loadd(5, operand[1], 64);
+  _tile_loadd(6, operand[2], 64);
+  _tile_loadd(7, operand[3], 64);
   for (int64_t it = 0; it < iters; ++it) {
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 5, 6);

@@ -345,10 +345,14 @@ void sampleTileAvx512(const SampleTile* t) {
   const int64_t nrows = t->nrows;
   const __m512 invTemp = _mm512_set1_ps(t->invTemp);
   KBest* tk = t->topk;
+  // The round keys (20 broadcasts) only when a draw needs noise: most blocks
+  // have no lane passing the score filter.
   RoundKeys rk;
-  if (t->mode == 0) makeRoundKeys(t->key, rk);
   if (t->flushOnly) {
-    if (t->pending != nullptr && t->mode == 0) flushPending(t, rk, *t->pending);
+    if (t->pending != nullptr && t->mode == 0 && t->pending->n > 0) {
+      makeRoundKeys(t->key, rk);
+      flushPending(t, rk, *t->pending);
+    }
     return;
   }
   PendingDraws& pending = *t->pending;
@@ -416,6 +420,7 @@ void sampleTileAvx512(const SampleTile* t) {
     }
     return;
   }
+  makeRoundKeys(t->key, rk);
   const __m512i queryIds = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(b0)), lane16());
   uint32_t lastBlock = 0;
   bool haveBlock = false;
