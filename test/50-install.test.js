@@ -225,7 +225,7 @@ console.log('CHECK-RESULT ' + JSON.stringify(out));
     if (!has('readelf') || !has('objdump')) this.skip();   // binutils come with the compiler
     checkSystemNeeds(prebuiltFile, 'ld-linux-x86-64\\.so\\.2');
 
-    // Everything but the *_avx2 / *_avx512 kernels is baseline x86-64 (SSE2): no VEX/EVEX
+    // Everything but the *_avx2 / *_avx512 / *_amx kernels is baseline x86-64 (SSE2): no VEX/EVEX
     // instruction (AVX mnemonics all start with "v"), no ymm/zmm register.
     const objects = [];
     const walk = (dir) => {
@@ -242,7 +242,7 @@ console.log('CHECK-RESULT ' + JSON.stringify(out));
     let dispatched = 0;
     for (const obj of objects) {
       const lines = avxLines(obj);
-      if (/_avx(2|512)\.cc\.o$/.test(obj)) dispatched += lines.length;
+      if (/_(avx2|avx512|amx)\.cc\.o$/.test(obj)) dispatched += lines.length;
       else assert.deepStrictEqual(lines.slice(0, 3), [], `${path.basename(obj)} holds AVX code outside the dispatched kernels`);
     }
     assert.ok(dispatched > 0, 'found no AVX2 code in the *_avx2 objects (the check itself is broken?)');
