@@ -16,6 +16,7 @@
 #include <limits>
 #include <new>
 #include <thread>
+#include <utility>
 
 #include "crc32c.h"
 
@@ -505,6 +506,86 @@ bool mostlyCached(int fd, uint64_t size) {
 
 }  // namespace
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; older kernels answer EINVAL and the copy faults the pages itself
+#endif
+
+/// Faults in (MADV_POPULATE_WRITE, which leaves the contents alone) the
+/// memory a load is about to copy rows into, on a thread of its own, ahead of
+/// the copy: a new store's pages are allocated and zeroed on first touch, and
+/// on a VM fresh memory costs as much as the disk read (docs/checkpoint.md).
+/// Joined before readStore returns or throws, so it never outlives the store.
+class Populator {
+ public:
+  Populator() = default;
+  ~Populator() { stop(); }
+  Populator(const Populator&) = delete;
+  Populator& operator=(const Populator&) = delete;
+  /// Queues [p, p + n). Starts the thread on the first call.
+  void post(void* p, size_t n) {
+    const long pageSize = ::sysconf(_SC_PAGESIZE);
+    if (pageSize <= 0 || n < kMinBytes) return;
+    const uintptr_t page = static_cast<uintptr_t>(pageSize);
+    const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+    if (b <= a) return;
+    {
+      Locked l(m_);
+      regions_.push_back({a, b});
+      m_.notifyAll();
+    }
+    if (!started_) {
+      try {
+        thread_ = std::thread([this] { run(); });
+        started_ = true;
+      } catch (const std::exception&) {
+        // no thread: the copy faults the pages as it goes
+      }
+    }
+  }
+  void stop() {
+    if (!started_) return;
+    {
+      Locked l(m_);
+      stopping_ = true;
+      m_.notifyAll();
+    }
+    thread_.join();
+    started_ = false;
+  }
+
+ private:
+  static constexpr size_t kMinBytes = size_t{8} << 20;
+  static constexpr size_t kStep = size_t{2} << 20;
+  void run() {
+    size_t next = 0;
+    for (;;) {
+      uintptr_t a, b;
+      {
+        Locked l(m_);
+        while (next == regions_.size() && !stopping_) m_.wait();
+        if (stopping_) return;
+        a = regions_[next].first;
+        b = regions_[next].second;
+        ++next;
+      }
+      for (uintptr_t p = a; p < b; p += kStep) {
+        {
+          Locked l(m_);
+          if (stopping_) return;
+        }
+        const size_t len = static_cast<size_t>(std::min<uintptr_t>(kStep, b - p));
+        if (::madvise(reinterpret_cast<void*>(p), len, MADV_POPULATE_WRITE) != 0) return;  // unsupported: give up
+      }
+    }
+  }
+  Monitor m_;
+  std::vector<std::pair<uintptr_t, uintptr_t>> regions_;
+  bool stopping_ = false;
+  std::thread thread_;
+  bool started_ = false;
+};
+
 /// The read-ahead pipeline: slot `seq` of the ring holds the file's bytes
 /// [seq·B, seq·B + B); the I/O thread fills slots up to kIoSlots ahead of the
 /// one the caller reads (for a small file, or without a thread, the caller
@@ -794,6 +875,11 @@ void Reader::readStore(uint32_t index, CacheStore& store, const std::vector<int>
   readPayload(filled.data(), static_cast<size_t>(size), "FILL");
   for (int64_t r = 0; r < size; ++r)
     if (filled[static_cast<size_t>(r)] > 1) corrupt("FILL section: flag " + std::to_string(filled[r]) + " at row " + std::to_string(r));
+  Populator populate;  // stops (joins) on every way out of here
+  for (size_t f = 0; f < columnMap.size(); ++f) {
+    const int c = columnMap[f];
+    if (void* host = store.rawHostColumn(c)) populate.post(host, static_cast<size_t>(size) * store.rawRowBytes(c));
+  }
   std::vector<uint8_t> staging;
   for (size_t f = 0; f < columnMap.size(); ++f) {
     const int c = columnMap[f];
@@ -815,6 +901,7 @@ void Reader::readStore(uint32_t index, CacheStore& store, const std::vector<int>
     }
     sectionTrailer(crc, "DATA");
   }
+  populate.stop();
   store.restoreState(ages.data(), filled.data());
 }
 
