@@ -5,10 +5,10 @@
 // measurement runs in a fresh child process: RSS after loading the package,
 // then after creating the cache and writing every row; the difference is
 // compared with the raw bytes (rows x (768·2 + 64·4)). The delta right after
-// initCache() is reported too: the native store zeroes (touches) its blocks
-// when it allocates them, so for it that figure is the cache alone, without
-// the JS heap growth that the filling updates leave behind (the JS store's
-// typed arrays are lazily zeroed, so its create delta is small).
+// initCache() is reported too: both stores' row memory is zeroed lazily (the
+// native store maps columns of 2 MiB or more from the kernel, which zeroes
+// pages on first touch; the JS store's typed arrays likewise), so that figure
+// is the bookkeeping (ages, flags, index) alone.
 //
 //   node bench/cache_memory.js [--json] [--rows 1048576] [--emb 768] [--key 64]
 //                              [--backends native,js]

@@ -8,13 +8,20 @@
 //       to its end (store_wrap.cc). The worker holds references to the
 //       handles so they are not collected meanwhile.
 //   new Reader(path) -> .meta(), .sections(), .readStore(index, store, columnMap),
-//       .readBlob(index), .finish(), .close()
+//       .readStoreAsync(index, store, columnMap), .readBlob(index), .finish(),
+//       .close(), .ioStats()
+//       readStoreAsync: a Promise; the rows are read on a libuv worker thread.
+//       Until it settles the store is busy and the reader refuses every other
+//       call with ERR_BUSY (close() included); the worker holds references to
+//       both handles.
 //   crc32c(bytes, crc?), crc32cSoftware(bytes, crc?), crc32cHardware()
 //
 // options: { chunkBytes?, failAfterBytes? } (failAfterBytes: tests simulate a
 // full disk). Errors are NegativeCacheError-shaped with the nc::Error codes.
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "args.h"
@@ -143,6 +150,55 @@ Napi::Value SaveAsync(const Napi::CallbackInfo& info) {
   return p;
 }
 
+/// A Promise whose work runs on a libuv worker thread; `cleanup` runs on the
+/// main thread before the promise settles, whatever the outcome.
+class TaskWorker : public Napi::AsyncWorker {
+ public:
+  TaskWorker(Napi::Env env, const char* name, std::function<void()> work, std::function<void(Napi::Env)> cleanup)
+      : Napi::AsyncWorker(env, name), work_(std::move(work)), cleanup_(std::move(cleanup)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+  void Keep(const Napi::Value& v) { refs_.push_back(Napi::Persistent(v.As<Napi::Object>())); }
+
+ protected:
+  void Execute() override {
+    try {
+      work_();
+    } catch (const nc::Error& e) {
+      code_ = e.code();
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      code_ = "ERR_OUT_OF_MEMORY";
+      SetError("negative-cache: out of memory");
+    } catch (const std::exception& e) {
+      code_ = "ERR_NATIVE";
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    done();
+    deferred_.Resolve(Env().Undefined());
+  }
+  void OnError(const Napi::Error& e) override {
+    done();
+    Napi::Error err = MakeNativeError(Env(), nc::Error(code_.empty() ? "ERR_NATIVE" : code_, e.Message()));
+    deferred_.Reject(err.Value());
+  }
+
+ private:
+  void done() {
+    if (cleanup_) cleanup_(Env());
+    cleanup_ = nullptr;
+    for (auto& r : refs_) r.Reset();
+    refs_.clear();
+  }
+  std::function<void()> work_;
+  std::function<void(Napi::Env)> cleanup_;
+  std::vector<Napi::ObjectReference> refs_;
+  Napi::Promise::Deferred deferred_;
+  std::string code_;
+};
+
 Napi::Value Crc(const Napi::CallbackInfo& info, bool software) {
   Napi::Env env = info.Env();
   if (!info[0].IsTypedArray()) ThrowType(env, "crc32c(bytes)", "a typed array", info[0]);
@@ -159,6 +215,8 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
     return DefineClass(env, "CheckpointReader",
                        {InstanceMethod<&ReaderWrap::Meta>("meta"), InstanceMethod<&ReaderWrap::Sections>("sections"),
                         InstanceMethod<&ReaderWrap::ReadStore>("readStore"),
+                        InstanceMethod<&ReaderWrap::ReadStoreAsync>("readStoreAsync"),
+                        InstanceMethod<&ReaderWrap::IoStatsOf>("ioStats"),
                         InstanceMethod<&ReaderWrap::ReadBlob>("readBlob"), InstanceMethod<&ReaderWrap::Finish>("finish"),
                         InstanceMethod<&ReaderWrap::Close>("close")});
   }
@@ -171,6 +229,8 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
 
  private:
   nc::ckpt::Reader& reader(Napi::Env env) {
+    if (busy_)
+      throw MakeNativeError(env, nc::Error("ERR_BUSY", "negative-cache: the checkpoint reader is reading (readStoreAsync); wait for its promise"));
     if (!reader_) throw MakeNativeError(env, nc::Error("ERR_ARGUMENT", "negative-cache: the checkpoint reader is closed"));
     return *reader_;
   }
@@ -181,28 +241,68 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   Napi::Value Sections(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), reader(info.Env()).sections());
   }
+  /// The checked arguments of readStore / readStoreAsync.
+  struct StoreArgs {
+    uint32_t index;
+    StoreWrap* wrap;
+    nc::CacheStore* store;
+    std::vector<int> map;
+  };
+  StoreArgs GetStoreArgs(const Napi::CallbackInfo& info, const std::string& fn) {
+    Napi::Env env = info.Env();
+    StoreArgs a;
+    a.index = static_cast<uint32_t>(GetInteger(env, info[0], fn + "(index)", 0, 0xffffffffLL));
+    a.wrap = StoreWrap::UnwrapAny(env, info[1], fn + "(store)");
+    a.store = a.wrap->live(env, fn + "(store)");
+    if (a.wrap->busy())
+      throw MakeNativeError(env, nc::Error("ERR_BUSY", "negative-cache: " + fn + ": the store is being saved"));
+    if (!info[2].IsArray()) ThrowType(env, fn + "(columnMap)", "an array of column numbers", info[2]);
+    const Napi::Array m = info[2].As<Napi::Array>();
+    const int cols = a.store->numColumns();
+    if (m.Length() != static_cast<uint32_t>(cols))
+      ThrowRange(env, fn + "(columnMap)", "an array of length " + std::to_string(cols), std::to_string(m.Length()));
+    std::vector<bool> seen(static_cast<size_t>(cols), false);
+    for (uint32_t i = 0; i < m.Length(); ++i) {
+      const int c = static_cast<int>(GetInteger(env, m.Get(i), fn + "(columnMap[" + std::to_string(i) + "])", 0, cols - 1));
+      if (seen[static_cast<size_t>(c)]) ThrowRange(env, fn + "(columnMap)", "a permutation", "a repeated column");
+      seen[static_cast<size_t>(c)] = true;
+      a.map.push_back(c);
+    }
+    return a;
+  }
   void ReadStore(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     nc::ckpt::Reader& r = reader(env);
-    const uint32_t index = static_cast<uint32_t>(GetInteger(env, info[0], "readStore(index)", 0, 0xffffffffLL));
-    StoreWrap* w = StoreWrap::UnwrapAny(env, info[1], "readStore(store)");
-    nc::CacheStore* s = w->live(env, "readStore(store)");
-    if (w->busy()) throw MakeNativeError(env, nc::Error("ERR_BUSY", "negative-cache: readStore: the store is being saved"));
-    if (!info[2].IsArray()) ThrowType(env, "readStore(columnMap)", "an array of column numbers", info[2]);
-    const Napi::Array m = info[2].As<Napi::Array>();
-    if (m.Length() != static_cast<uint32_t>(s->numColumns()))
-      ThrowRange(env, "readStore(columnMap)", "an array of length " + std::to_string(s->numColumns()),
-                 std::to_string(m.Length()));
-    std::vector<int> map;
-    std::vector<bool> seen(static_cast<size_t>(s->numColumns()), false);
-    for (uint32_t i = 0; i < m.Length(); ++i) {
-      const int c = static_cast<int>(GetInteger(env, m.Get(i), "readStore(columnMap[" + std::to_string(i) + "])", 0,
-                                                s->numColumns() - 1));
-      if (seen[static_cast<size_t>(c)]) ThrowRange(env, "readStore(columnMap)", "a permutation", "a repeated column");
-      seen[static_cast<size_t>(c)] = true;
-      map.push_back(c);
-    }
-    Guard(env, [&] { r.readStore(index, *s, map); });
+    StoreArgs a = GetStoreArgs(info, "readStore");
+    Guard(env, [&] { r.readStore(a.index, *a.store, a.map); });
+  }
+  Napi::Value ReadStoreAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    nc::ckpt::Reader* r = &reader(env);
+    StoreArgs a = GetStoreArgs(info, "readStoreAsync");
+    StoreWrap* w = a.wrap;
+    nc::CacheStore* s = a.store;
+    auto* worker = new TaskWorker(
+        env, "negative-cache:readStoreAsync", [r, s, index = a.index, map = std::move(a.map)] { r->readStore(index, *s, map); },
+        [this, w](Napi::Env e) {
+          w->EndBusy(e);
+          busy_ = false;
+        });
+    worker->Keep(info.This());
+    worker->Keep(info[1]);
+    w->BeginBusy();
+    busy_ = true;
+    Napi::Promise p = worker->Promise();
+    worker->Queue();
+    return p;
+  }
+  Napi::Value IoStatsOf(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const nc::ckpt::IoStats st = reader(env).ioStats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("direct", Napi::Boolean::New(env, st.direct));
+    o.Set("threaded", Napi::Boolean::New(env, st.threaded));
+    return o;
   }
   Napi::Value ReadBlob(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -216,9 +316,14 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
     Guard(env, [&] { reader(env).finish(); });
     reader_.reset();
   }
-  void Close(const Napi::CallbackInfo&) { reader_.reset(); }
+  void Close(const Napi::CallbackInfo& info) {
+    if (busy_)
+      throw MakeNativeError(info.Env(), nc::Error("ERR_BUSY", "negative-cache: the checkpoint reader is reading (readStoreAsync); wait for its promise"));
+    reader_.reset();
+  }
 
   std::unique_ptr<nc::ckpt::Reader> reader_;
+  bool busy_ = false;  // a readStoreAsync runs (the worker holds this object)
 };
 
 }  // namespace

@@ -187,6 +187,20 @@ export class CacheManager {
     return createNegativeCache(loaded.stores[0], this.specs);
   }
 
+  /**
+   * load() without blocking the event loop while the rows are read: on the
+   * native and CUDA backends a libuv worker thread reads them (the header
+   * and the META, a few KB, are read at once), on the JS backend fs
+   * callbacks do. The same checks and errors as load(), as a rejection; the
+   * new cache exists only once the promise resolves.
+   */
+  async loadAsync(path: string): Promise<NegativeCache> {
+    const { checkPath, readCheckpointAsync } = require('./checkpoint') as typeof import('./checkpoint');
+    const file = checkPath('path', path);
+    const loaded = await readCheckpointAsync(file, 'cache', [this._loadTarget('cache')]);
+    return createNegativeCache(loaded.stores[0], this.specs);
+  }
+
   /** @internal What a checkpoint entry of this manager's caches must match, and how to make a fresh store. */
   _loadTarget(name: string): import('./checkpoint').LoadTarget {
     return {

@@ -347,6 +347,8 @@ async function writeJsAsync(file: string, pieces: Iterable<Uint8Array>): Promise
 interface CheckpointReader {
   readonly meta: CheckpointMeta;
   readStore(index: number, store: StoreBackend, columnMap: number[]): void;
+  /** readStore without blocking the event loop (the rows are read on another thread, or with fs callbacks). */
+  readStoreAsync(index: number, store: StoreBackend, columnMap: number[]): Promise<void>;
   readBlob(index: number): Uint8Array;
   finish(): void;
   close(): void;
@@ -447,6 +449,35 @@ class JsReader implements CheckpointReader {
     }
   }
 
+  /** readInto with fs.read (libuv's thread pool): the event loop runs meanwhile. */
+  private async readIntoAsync(dst: Uint8Array, what: string): Promise<void> {
+    let off = 0;
+    while (off < dst.length) {
+      const position = this.offset;
+      let r: number;
+      try {
+        r = await new Promise<number>((resolve, reject) => {
+          fs.read(this.fd, dst, off, Math.min(dst.length - off, 1 << 30), position, (e, n) => (e ? reject(e) : resolve(n)));
+        });
+      } catch (e) {
+        throw ioError(this.file, `read of ${what}`, e);
+      }
+      if (r === 0) throw corrupt(this.file, `truncated: the file ends at byte ${this.offset} inside ${what}`);
+      off += r;
+      this.offset += r;
+    }
+  }
+
+  private async payloadAsync(dst: Uint8Array, what: string): Promise<void> {
+    let crc = 0;
+    for (let off = 0; off < dst.length; off += CHUNK_BYTES) {
+      const piece = dst.subarray(off, Math.min(dst.length, off + CHUNK_BYTES));
+      await this.readIntoAsync(piece, what);
+      crc = crc32c(piece, crc);
+    }
+    this.trailer(crc, what);
+  }
+
   private payload(dst: Uint8Array, what: string): void {
     let crc = 0;
     for (let off = 0; off < dst.length; off += CHUNK_BYTES) {
@@ -458,22 +489,46 @@ class JsReader implements CheckpointReader {
   }
 
   readStore(index: number, store: StoreBackend, columnMap: number[]): void {
+    this.storeSections(index, store, columnMap, (dst, what) => { this.payload(dst, what); });
+  }
+
+  readStoreAsync(index: number, store: StoreBackend, columnMap: number[]): Promise<void> {
+    return this.storeSections(index, store, columnMap, (dst, what) => this.payloadAsync(dst, what));
+  }
+
+  /**
+   * AGES, FILL and the DATA sections of one store, each payload read by
+   * `payload` (synchronous, or a promise each: the headers and trailers are
+   * a few bytes, read in place; the payloads wait for their turn).
+   */
+  private storeSections<R extends void | Promise<void>>(index: number, store: StoreBackend, columnMap: number[],
+                                                         payload: (dst: Uint8Array, what: string) => R): R {
     if (!(store instanceof JsCacheStore)) throw new TypeError('negative-cache: the JS checkpoint reader fills JS stores only');
     const size = store.size;
     const ages = new Int32Array(size);
     const filled = new Uint8Array(size);
-    this.sectionHeader(TAGS.AGES, index, 0, size * 4, 'AGES');
-    this.payload(bytesOf(ages), 'AGES');
-    this.sectionHeader(TAGS.FILL, index, 0, size, 'FILL');
-    this.payload(filled, 'FILL');
-    for (let r = 0; r < size; r++) if (filled[r] > 1) throw corrupt(this.file, `FILL section: flag ${filled[r]} at row ${r}`);
+    const steps: Array<() => R | void> = [];
+    steps.push(() => { this.sectionHeader(TAGS.AGES, index, 0, size * 4, 'AGES'); });
+    steps.push(() => payload(bytesOf(ages), 'AGES'));
+    steps.push(() => { this.sectionHeader(TAGS.FILL, index, 0, size, 'FILL'); });
+    steps.push(() => payload(filled, 'FILL'));
+    steps.push(() => { for (let r = 0; r < size; r++) if (filled[r] > 1) throw corrupt(this.file, `FILL section: flag ${filled[r]} at row ${r}`); });
     for (let f = 0; f < columnMap.length; f++) {
       const col = store.columns[columnMap[f]];
       const view = bytesOf(store.columnView(col.key));
-      this.sectionHeader(TAGS.DATA, index, f, view.length, 'DATA');
-      this.payload(view, 'DATA');
+      steps.push(() => { this.sectionHeader(TAGS.DATA, index, f, view.length, 'DATA'); });
+      steps.push(() => payload(view, 'DATA'));
     }
-    store.restoreState(ages, filled);
+    steps.push(() => { store.restoreState(ages, filled); });
+    let i = 0;
+    const run = (): R | void => {
+      while (i < steps.length) {
+        const out = steps[i++]();
+        if (out instanceof Promise) return out.then(run) as R;
+      }
+      return undefined;
+    };
+    return run() as R;
   }
 
   readBlob(index: number): Uint8Array {
@@ -515,6 +570,9 @@ class NativeReader implements CheckpointReader {
   }
   readStore(index: number, store: StoreBackend, columnMap: number[]): void {
     callNative(() => this.r.readStore(index, handleOf(store), columnMap));
+  }
+  readStoreAsync(index: number, store: StoreBackend, columnMap: number[]): Promise<void> {
+    return callNative(() => this.r.readStoreAsync(index, handleOf(store), columnMap)).catch((e: unknown) => { throw asNegativeCacheError(e); });
   }
   readBlob(index: number): Uint8Array { return callNative(() => this.r.readBlob(index)); }
   finish(): void { callNative(() => this.r.finish()); }
@@ -604,12 +662,17 @@ export function writeCheckpointAsync(file: string, caches: Array<{ name: string;
   }
   return work.then(done, (e: unknown) => {
     done();
-    const err = e as { name?: string; code?: unknown; message?: string };
-    if (err && err.name === 'NegativeCacheError' && typeof err.code === 'string' && !(e instanceof NegativeCacheError)) {
-      throw new NegativeCacheError(err.code, err.message ?? 'negative-cache: native error');
-    }
-    throw e;
+    throw asNegativeCacheError(e);
   });
+}
+
+/** A NegativeCacheError-shaped rejection of the addon as a NegativeCacheError instance. */
+function asNegativeCacheError(e: unknown): unknown {
+  const err = e as { name?: string; code?: unknown; message?: string };
+  if (err && err.name === 'NegativeCacheError' && typeof err.code === 'string' && !(e instanceof NegativeCacheError)) {
+    return new NegativeCacheError(err.code, err.message ?? 'negative-cache: native error');
+  }
+  return e;
 }
 
 /** A cache to load: the entry of the file it must match, and how to make its store. */
@@ -652,10 +715,50 @@ function checkEntry(file: string, entry: CheckpointCache, t: LoadTarget, label: 
  * store; on any failure the fresh stores are disposed and nothing else changed.
  */
 export function readCheckpoint(file: string, kind: 'cache' | 'handler', targets: LoadTarget[]): Loaded {
+  const { reader, ordered } = openChecked(file, kind, targets);
+  const stores: StoreBackend[] = [];
+  try {
+    reader.meta.caches.forEach((entry, i) => {
+      const store = ordered[i].createStore();
+      stores.push(store);
+      reader.readStore(i, store, columnMapOf(entry, store));
+    });
+    return finishRead(reader, targets, stores);
+  } catch (e) {
+    reader.close();
+    for (const s of stores) s.dispose();
+    throw e;
+  }
+}
+
+/**
+ * readCheckpoint that does not block the event loop while the rows are read
+ * (native and CUDA: the addon's worker thread; JS: fs callbacks). Opening the
+ * file and checking its header and META (a few KB) happens at once.
+ */
+export async function readCheckpointAsync(file: string, kind: 'cache' | 'handler', targets: LoadTarget[]): Promise<Loaded> {
+  const { reader, ordered } = openChecked(file, kind, targets);
+  const stores: StoreBackend[] = [];
+  try {
+    const caches = reader.meta.caches;
+    for (let i = 0; i < caches.length; i++) {
+      const store = ordered[i].createStore();
+      stores.push(store);
+      await reader.readStoreAsync(i, store, columnMapOf(caches[i], store));
+    }
+    return finishRead(reader, targets, stores);
+  } catch (e) {
+    reader.close();
+    for (const s of stores) s.dispose();
+    throw e;
+  }
+}
+
+/** Opens a checkpoint and checks its META against the targets (their order in the file returned). */
+function openChecked(file: string, kind: 'cache' | 'handler', targets: LoadTarget[]): { reader: CheckpointReader; ordered: LoadTarget[] } {
   const backends = new Set(targets.map((t) => t.backend === 'js' ? 'js' : 'addon'));
   if (backends.size > 1) throw new TypeError('negative-cache: the caches of one checkpoint load onto the JS backend or the addon, not both');
   const reader = openReader(file, targets[0]?.backend ?? 'js');
-  const stores: StoreBackend[] = [];
   try {
     const meta = reader.meta;
     if (meta.kind !== kind) {
@@ -674,23 +777,25 @@ export function readCheckpoint(file: string, kind: 'cache' | 'handler', targets:
       checkEntry(file, entry, t, kind === 'cache' ? 'the saved cache' : `the saved cache '${entry.name}'`);
       ordered.push(t);
     });
-    meta.caches.forEach((entry, i) => {
-      const store = ordered[i].createStore();
-      stores.push(store);
-      const map = entry.columns.map((c) => store.columns.findIndex((x) => x.key === c.key));
-      reader.readStore(i, store, map);
-    });
-    const blobs: Record<string, Uint8Array> = {};
-    meta.blobs.forEach((name, i) => { blobs[name] = reader.readBlob(i); });
-    reader.finish();
-    // Back to the caller's order of targets.
-    const out = targets.map((t) => stores[meta.caches.findIndex((c) => c.name === t.name)]);
-    return { meta, stores: out, blobs };
+    return { reader, ordered };
   } catch (e) {
     reader.close();
-    for (const s of stores) s.dispose();
     throw e;
   }
+}
+
+function columnMapOf(entry: CheckpointCache, store: StoreBackend): number[] {
+  return entry.columns.map((c) => store.columns.findIndex((x) => x.key === c.key));
+}
+
+/** The blobs, the last checks, and the stores back in the caller's order of targets. */
+function finishRead(reader: CheckpointReader, targets: LoadTarget[], stores: StoreBackend[]): Loaded {
+  const meta = reader.meta;
+  const blobs: Record<string, Uint8Array> = {};
+  meta.blobs.forEach((name, i) => { blobs[name] = reader.readBlob(i); });
+  reader.finish();
+  const out = targets.map((t) => stores[meta.caches.findIndex((c) => c.name === t.name)]);
+  return { meta, stores: out, blobs };
 }
 
 /** Sections a META announces (for the tests' hand-made files). */

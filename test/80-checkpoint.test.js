@@ -314,6 +314,102 @@ describe('checkpoints', function () {
     });
   });
 
+  describe('loadAsync', () => {
+    for (const backend of BACKENDS) {
+      it(`${backend}: the event loop runs during the load; the cache equals load()'s; every backend's file loads`, async () => {
+        const rows = backend === 'js' ? 1 << 14 : 1 << 16, width = 256;
+        const specs = { v: { shape: [width], dtype: 'float32', storage: 'float16' }, id: { shape: [2], dtype: 'int32' } };
+        const m = new nc.CacheManager(specs, rows, { backend });
+        const c = m.initCache();
+        const rng = mulberry32(7);
+        for (let i = 0; i < 3; i++) {
+          const n = 1000;
+          m.updateCache(c, { newItems: { v: Float32Array.from({ length: n * width }, () => rng() - 0.5), id: Int32Array.from({ length: n * 2 }, (_, j) => j + i) } });
+        }
+        const file = tmpFile('load-async');
+        c.save(file);
+        let ticks = 0;
+        const t = setInterval(() => { ticks++; }, 1);
+        const p = m.loadAsync(file);
+        assert.ok(p instanceof Promise);
+        const d = await p;
+        clearInterval(t);
+        assert.ok(ticks >= 1, `only ${ticks} timer ticks during the load`);
+        const e = m.load(file);
+        for (const k of ['v', 'id']) assert.deepStrictEqual(d.read(k), e.read(k), k);
+        assert.deepStrictEqual(d.readAge(), c.readAge());
+        assert.deepStrictEqual(d.read('v'), c.read('v'));
+        m.updateCache(d, { newItems: { v: new Float32Array(width), id: [[5, 5]] } });   // a normal, writable cache
+        for (const other of BACKENDS.filter((b) => b !== backend)) {
+          const mo = new nc.CacheManager(specs, rows, { backend: other });
+          const o = await mo.loadAsync(file);
+          assert.deepStrictEqual(o.read('id'), c.read('id'), `${backend} -> ${other}`);
+          o.dispose();
+        }
+        c.dispose(); d.dispose(); e.dispose();
+      });
+
+      it(`${backend}: loadAsync rejects as load() throws (TypeError, ERR_CHECKPOINT_IO/CORRUPT/MISMATCH) with the same messages`, async () => {
+        const specs = { v: { shape: [64], dtype: 'float32' } };
+        const m = new nc.CacheManager(specs, 4096, { backend });
+        const c = m.initCache();
+        m.updateCache(c, { newItems: { v: new Float32Array(64 * 100).fill(1.25) } });
+        const file = tmpFile('load-async-bad');
+        c.save(file);
+        await assert.rejects(m.loadAsync(42), (e) => e instanceof TypeError && /path/.test(e.message));
+        await assert.rejects(m.loadAsync(''), TypeError);
+        const missing = path.join(tmp, 'nope', 'x.ckpt');
+        await assert.rejects(m.loadAsync(missing), (e) => e instanceof nc.NegativeCacheError && e.code === 'ERR_CHECKPOINT_IO' && e.message.includes(missing));
+        const other = new nc.CacheManager(specs, 4095, { backend });
+        await assert.rejects(other.loadAsync(file), (e) => e instanceof nc.NegativeCacheError && e.code === 'ERR_CHECKPOINT_MISMATCH');
+        const good = fs.readFileSync(file);
+        const bad = tmpFile('load-async-flip');
+        for (const at of [10, 200, Math.floor(good.length / 2), good.length - 2]) {
+          const b = Buffer.from(good);
+          b[at] ^= 0x40;
+          fs.writeFileSync(bad, b);
+          let syncMsg = null;
+          try { m.load(bad); } catch (e) { syncMsg = e.message; }
+          await assert.rejects(m.loadAsync(bad), (e) => e instanceof nc.NegativeCacheError && e.code === 'ERR_CHECKPOINT_CORRUPT' && e.message === syncMsg);
+        }
+        fs.writeFileSync(bad, good.subarray(0, good.length - 100));
+        await assert.rejects(m.loadAsync(bad), (e) => e.code === 'ERR_CHECKPOINT_CORRUPT' && /truncated/.test(e.message));
+        const d = await m.loadAsync(file);
+        assert.strictEqual(d.read('v')[0], 1.25);
+        c.dispose(); d.dispose();
+      });
+    }
+
+    it('native reader: while readStoreAsync runs, the reader refuses other calls with ERR_BUSY and the store is busy', async function () {
+      if (!addon) this.skip();
+      const m = new nc.CacheManager({ v: { shape: [128], dtype: 'float32' } }, 1 << 15, { backend: 'native' });
+      const c = m.initCache();
+      m.updateCache(c, { newItems: { v: new Float32Array(128 * 10).fill(4) } });
+      const file = tmpFile('reader-busy');
+      c.save(file);
+      const r = new addon.checkpoint.Reader(file);
+      const fresh = m.initCache();
+      const h = storeOf(fresh).handle;
+      const p = r.readStoreAsync(0, h, [0]);
+      const busy = (e) => e.code === 'ERR_BUSY';
+      assert.throws(() => r.readBlob(0), busy);
+      assert.throws(() => r.finish(), busy);
+      assert.throws(() => r.close(), busy);
+      assert.throws(() => r.readStore(0, h, [0]), busy);
+      assert.throws(() => m.updateCache(fresh, { newItems: { v: new Float32Array(128) } }), busy);
+      await p;
+      r.finish();
+      assert.strictEqual(fresh.read('v')[0], 4);
+      assert.throws(() => r.readStoreAsync(0, h, [0]), /closed/);
+      const r2 = new addon.checkpoint.Reader(file);
+      assert.throws(() => r2.readStoreAsync(0, h, [0, 0]), RangeError);
+      assert.throws(() => r2.readStoreAsync(0, {}, [0]), TypeError);
+      assert.throws(() => r2.readStoreAsync(-1, h, [0]), RangeError);
+      r2.close();
+      c.dispose(); fresh.dispose();
+    });
+  });
+
   describe('SIGKILL during saves', () => {
     const saver = path.join(__dirname, 'checkpoint', 'saver.js');
 

@@ -56,9 +56,13 @@ export interface NativeCheckpointReader {
   meta(): string;
   sections(): number;
   readStore(index: number, store: NativeStoreHandle, columnMap: number[]): void;
+  /** readStore on a libuv worker thread; until it settles the reader refuses other calls (ERR_BUSY). */
+  readStoreAsync(index: number, store: NativeStoreHandle, columnMap: number[]): Promise<void>;
   readBlob(index: number): Uint8Array;
   finish(): void;
   close(): void;
+  /** How the file is read: O_DIRECT for the bulk of it, on a read-ahead thread. */
+  ioStats(): { direct: boolean; threaded: boolean };
 }
 /** @internal Test hooks of the native writer. */
 export interface CheckpointWriteOptions {
