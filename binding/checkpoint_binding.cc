@@ -282,8 +282,12 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
     StoreArgs a = GetStoreArgs(info, "readStoreAsync");
     StoreWrap* w = a.wrap;
     nc::CacheStore* s = a.store;
+    // The column map behind a shared_ptr: copying the std::function would
+    // otherwise copy a vector, whose sized allocation pulls in a libstdc++
+    // symbol newer than the prebuild's GLIBCXX_3.4.28 floor (test/50).
+    auto map = std::make_shared<const std::vector<int>>(std::move(a.map));
     auto* worker = new TaskWorker(
-        env, "negative-cache:readStoreAsync", [r, s, index = a.index, map = std::move(a.map)] { r->readStore(index, *s, map); },
+        env, "negative-cache:readStoreAsync", [r, s, index = a.index, map] { r->readStore(index, *s, *map); },
         [this, w](Napi::Env e) {
           w->EndBusy(e);
           busy_ = false;
