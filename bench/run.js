@@ -18,6 +18,9 @@
 // On a shared machine wall time also counts other processes' slices, so the
 // same figures are given per CPU-second (process.cpuUsage): cpuGflops,
 // peakCpuGflops, cpuPeakFraction. --isa caps the tier (addon.setIsaCap).
+// peakTier names the unit whose peak a row is compared with: on the AMX tier
+// float32 and float16 rows run on AVX-512 (its peak), bfloat16 rows on the
+// tiles (the AMX peak; flops counted once although the query is split).
 //
 // impl: native = this package's fused kernels; js = its pure-JS kernels;
 // tfjs / tfjs-wasm = the same step written with tfjs ops (matMul, Gumbel
@@ -313,14 +316,20 @@ function machinePeaks(threads = 0, tries = 3, seconds = 0.5) {
   return peaks;
 }
 
-/** Adds the tier and the peak fractions to a native row (flops: the 2*N*D*B of the score matrix). */
+/**
+ * Adds the tier and the peak fractions to a native row (flops: the 2*N*D*B of
+ * the score matrix, the useful ones: the AMX tier's split query is not
+ * counted twice). peakTier is the unit the row's products ran on: the AMX
+ * tier scores only bfloat16 rows with tiles, the others with AVX-512.
+ */
 function withPeakFraction(row, ms, cpu) {
   const tier = loadAddon().cpuFeatures().tier;
-  const peak = machinePeaks()[tier];
+  const peakTier = tier === 'amx' && row.storage !== 'bfloat16' ? 'avx512' : tier;
+  const peak = machinePeaks()[peakTier];
   const flops = 2 * row.n * row.d * row.b;
   const gflops = flops / ms / 1e6, cpuGflops = flops / cpu / 1e6;
   return {
-    ...row, tier, cpu_ms: +cpu.toFixed(3), gflops: +gflops.toFixed(1), peakGflops: peak ? peak.gflops : null,
+    ...row, tier, peakTier, cpu_ms: +cpu.toFixed(3), gflops: +gflops.toFixed(1), peakGflops: peak ? peak.gflops : null,
     peakFraction: peak ? +(gflops / peak.gflops).toFixed(3) : null, cpuGflops: +cpuGflops.toFixed(1),
     peakCpuGflops: peak ? peak.cpuGflops : null, cpuPeakFraction: peak ? +(cpuGflops / peak.cpuGflops).toFixed(3) : null,
   };
@@ -397,12 +406,19 @@ async function isaCompare(o, emit) {
   for (const t of tiers) {
     const g = (l) => res[`${t} ${l}`];
     summary[t] = {
-      f32PeakFraction: g('f32').peakFraction, f32CpuPeakFraction: g('f32').cpuPeakFraction, target_f32PeakFraction: t === 'avx512' ? 0.7 : null,
+      f32PeakFraction: g('f32').peakFraction, f32CpuPeakFraction: g('f32').cpuPeakFraction,
+      target_f32PeakFraction: t === 'avx512' || t === 'amx' ? 0.7 : null,
       bf16_over_f32: ratio(g('bf16').median_ms, g('f32').median_ms), f16_over_f32: ratio(g('f16').median_ms, g('f32').median_ms),
       k32_over_k1: ratio(g('k32').median_ms, g('f32').median_ms), target_k32_over_k1: 1.1,
       over_torch_step: tStep ? Object.fromEntries(['f32', 'f16', 'bf16'].map((l) => [l, ratio(g(l).median_ms, tStep.median_ms)])) : null,
       target_over_torch_step: 0.25,
     };
+    if (t === 'amx') {
+      Object.assign(summary[t], {
+        bf16_speedup_over_f32: ratio(g('f32').median_ms, g('bf16').median_ms), target_bf16_speedup_over_f32: 5,
+        bf16PeakFraction: g('bf16').peakFraction, bf16CpuPeakFraction: g('bf16').cpuPeakFraction, target_bf16PeakFraction: 0.2,
+      });
+    }
   }
   if (tiers.includes('avx512') && tiers.includes('avx2')) {
     summary.avx2_over_avx512 = Object.fromEntries(confs.map((c) => [c.label, ratio(res[`avx2 ${c.label}`].median_ms, res[`avx512 ${c.label}`].median_ms)]));
@@ -414,7 +430,7 @@ async function isaCompare(o, emit) {
 
 function printTable(rows) {
   const cols = ['impl', 'n', 'd', 'b', 'topK', 'numNegatives', 'storage', 'scale', 'exclusions', 'threads', 'median_ms', 'min_ms', 'extra_rss_mb',
-    'tier', 'gflops', 'peakGflops', 'peakFraction', 'cpuGflops', 'peakCpuGflops', 'cpuPeakFraction'];
+    'tier', 'peakTier', 'gflops', 'peakGflops', 'peakFraction', 'cpuGflops', 'peakCpuGflops', 'cpuPeakFraction'];
   const present = cols.filter((c) => rows.some((r) => r[c] !== undefined));
   const cell = (r, c) => (r[c] === undefined ? '' : `${r[c]}`);
   const w = present.map((c) => Math.max(c.length, ...rows.map((r) => cell(r, c).length)));

@@ -19,7 +19,6 @@
 // options: { chunkBytes?, failAfterBytes? } (failAfterBytes: tests simulate a
 // full disk). Errors are NegativeCacheError-shaped with the nc::Error codes.
 #include <functional>
-#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -282,13 +281,16 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
     StoreArgs a = GetStoreArgs(info, "readStoreAsync");
     StoreWrap* w = a.wrap;
     nc::CacheStore* s = a.store;
-    // The column map behind a shared_ptr: copying the std::function would
-    // otherwise copy a vector, whose sized allocation pulls in a libstdc++
-    // symbol newer than the prebuild's GLIBCXX_3.4.28 floor (test/50).
-    auto map = std::make_shared<const std::vector<int>>(std::move(a.map));
+    // The column map is owned by the cleanup (which always runs, on the main
+    // thread, once the work is over): a vector captured by value would make
+    // the std::function's copy allocate one, pulling in a libstdc++ symbol
+    // newer than the prebuild's GLIBCXX_3.4.28 floor, and a shared_ptr
+    // pulls in glibc 2.32's __libc_single_threaded (test/50).
+    const std::vector<int>* map = new std::vector<int>(std::move(a.map));
     auto* worker = new TaskWorker(
         env, "negative-cache:readStoreAsync", [r, s, index = a.index, map] { r->readStore(index, *s, *map); },
-        [this, w](Napi::Env e) {
+        [this, w, map](Napi::Env e) {
+          delete map;
           w->EndBusy(e);
           busy_ = false;
         });
