@@ -16,6 +16,8 @@ const OPTIONS = [
   ['inv-temp', 'float', 1, 'inverse temperature of the cache draws (Gumbel-max)'],
   ['in-batch-weight', 'float', 0, 'cache recipe: weight of the in-batch cross-entropy added to the cache loss'],
   ['negatives', 'enum:per-query,shared', 'shared', 'cache mode: per-query = the library handler (k draws per query, CacheClassificationLoss); shared = every query scored against all B·k drawn rows re-embedded fresh plus the in-batch positives'],
+  ['shared-max', 'int', 0, 'shared cache mode: re-embed at most this many distinct drawn rows per step, the hardest (highest score of any query that drew them); 0 = all'],
+  ['detach-negatives', 'flag', false, 'shared cache mode: the re-embedded negatives give no gradient to the document tower (forward only; the query tower still learns from them)'],
   ['full-cache-weight', 'float', 0, 'cache mode: weight of the query-side log-sum-exp over the whole cache (0 = off)'],
   ['clock', 'enum:wall,cpu', 'cpu', 'clock of the timing phase and the time columns: wall, or this process\'s CPU time (steadier on a loaded machine)'],
   ['full-cache-when', 'enum:before,after', 'after', 'full-cache term on the cache before or after the step\'s cache update (refresh + insert)'],

@@ -24,7 +24,7 @@ const { storeOf } = require('../../dist/cache');
 const MASKED = -1e9;
 
 class SharedNegatives {
-  /** o: { nc, specs, cacheSize, backend, k, scale, invTemp, seed, dim, docWidth, lemmaKey, docKey } */
+  /** o: { nc, specs, cacheSize, backend, k, scale, invTemp, seed, dim, docWidth, lemmaKey, docKey, maxDrawn (0 = all), detach } */
   constructor(o) {
     this.o = o;
     this.manager = new o.nc.CacheManager(o.specs, o.cacheSize, { backend: o.backend });
@@ -50,7 +50,8 @@ class SharedNegatives {
     const answerKeys = positives.map((rows) => new Set(Array.from(rows, (r) => this.o.lemmaKey[r])));
     // k draws per query, fused score + Gumbel-max on the native kernel (no B x N matrix); a draw that is an
     // accidental hit (a row holding one of the query's own lemmas) is dropped.
-    const drawn = [];
+    let drawn = [];
+    const best = new Map();  // drawn row -> highest score of a query that drew it
     const rowKey = new Map();
     let hits = 0;
     let ids = null;
@@ -67,9 +68,13 @@ class SharedNegatives {
           let key = rowKey.get(j);
           if (key === undefined) { key = this.o.docKey(ids, j * docWidth); rowKey.set(j, key); }
           if (answerKeys[i].has(key)) { hits++; continue; }
-          if (!seen.has(j)) { seen.add(j); drawn.push(j); }
+          const sc = res.scores[i * k + t];
+          if (!seen.has(j)) { seen.add(j); drawn.push(j); best.set(j, sc); } else if (sc > best.get(j)) best.set(j, sc);
         }
       }
+      // At most maxDrawn re-embedded rows: the hardest (ties: the smaller row).
+      const cap = this.o.maxDrawn || 0;
+      if (cap > 0 && drawn.length > cap) drawn = drawn.sort((a, b) => best.get(b) - best.get(a) || a - b).slice(0, cap);
     }
     const M = drawn.length;
     let loss;
@@ -88,9 +93,11 @@ class SharedNegatives {
         drawn.forEach((j, m) => { if (answerKeys[i].has(rowKey.get(j))) mask[i * (B + M) + B + m] = MASKED; });
       }
       const hIdsT = tf.tensor2d(hIds, [M, docWidth], 'int32');
-      const h = docNetwork(hIdsT);
+      const hFresh = docNetwork(hIdsT);
       hIdsT.dispose();
-      hEmb = h.dataSync().slice();
+      hEmb = hFresh.dataSync().slice();
+      // detach: a constant copy, off the tape's path, so no backward through the negatives' documents.
+      const h = this.o.detach ? tf.tensor2d(hEmb, [M, dim]) : hFresh;
       loss = tf.tidy(() => {
         const cand = tf.concat([p, h], 0);
         const logits = tf.add(tf.mul(tf.matMul(q, cand, false, true), scale), tf.tensor2d(mask, [B, B + M]));

@@ -88,7 +88,7 @@ async function main() {
   const newHandler = (kind, warmupSteps) => {
     if (kind !== 'reference' && opts.negatives === 'shared') {
       return new SharedNegatives({ nc, specs, cacheSize: opts.cacheSize, backend: opts.cacheBackend, k: opts.k, scale: opts.scale,
-        invTemp: opts.invTemp, seed: opts.seed, dim: opts.dim, docWidth: DOC_WIDTH, lemmaKey, docKey });
+        invTemp: opts.invTemp, seed: opts.seed, dim: opts.dim, docWidth: DOC_WIDTH, lemmaKey, docKey, maxDrawn: opts.sharedMax, detach: opts.detachNegatives });
     }
     const manager = new nc.CacheManager(specs, opts.cacheSize, { backend: opts.cacheBackend });
     const reference = kind === 'reference';
@@ -307,7 +307,7 @@ async function main() {
     emit('cache', { steps: warm.run.steps + run.steps, batch: B, seconds: budget, measured: warm.run.seconds + run.seconds },
       evaluate('cache', warm.model), {
         warmupSteps: warm.run.steps, k: opts.k, scale: opts.scale, invTemp: opts.invTemp, inBatchWeight: opts.inBatchWeight,
-        fullCacheWeight: opts.fullCacheWeight, costPerStep: +(cost.cache * 1000).toFixed(2),
+        fullCacheWeight: opts.fullCacheWeight, sharedMax: opts.sharedMax, detachNegatives: opts.detachNegatives, costPerStep: +(cost.cache * 1000).toFixed(2),
         ...(hits.length ? { accidentalHitsPerStep: +(hits.reduce((a, b) => a + b, 0) / hits.length).toFixed(2) } : {}),
       });
   }
