@@ -84,4 +84,57 @@ describeNative('ISA tiers above the baseline', function () {
     }
     console.log(`      queries with the JS draws (scale 20, ${cases.length * batch} per tier): ${Object.entries(rates).map(([t, x]) => `${t} ${(100 * x).toFixed(2)} %`).join(', ')}`);
   });
+
+  const amxIt = tiers.includes('amx') ? it : it.skip;
+  amxIt('amx: bfloat16 and float16 rows on the tiles score within 2^-16 of scale · Σ|q r| of float64; rows holding inf or NaN exactly as on avx512', () => {
+    const r = rng(2301);
+    const before = addon.cpuFeatures().isaCap;
+    const native = kernelsFor('native');
+    try {
+      for (const storage of ['bfloat16', 'float16']) {
+        for (const dim of [32, 45, 128]) {
+          const size = 150, batch = 21, scale = 20;
+          const cols = [{ key: 'emb', dtype: 'float32', storage, width: dim }];
+          const values = new Float32Array(size * dim).map(() => r.normal());
+          const store = createStore('native', cols, size);
+          store.initialize({ emb: values }, null);
+          // What the store holds, as float64 (read back through the JS view of the rows).
+          const held = store.readColumn('emb');
+          const queries = new Float32Array(batch * dim).map(() => r.normal() / Math.sqrt(dim));
+          const req = { queries, batch, dim, sources: [{ store, key: 'emb' }], scale, scoreEmptyRows: true };
+          addon.setIsaCap('amx');
+          const got = native.scoreMatrix(req);
+          let worst = 0;
+          for (let b = 0; b < batch; b++) {
+            for (let j = 0; j < size; j++) {
+              let s = 0, mag = 0;
+              for (let d = 0; d < dim; d++) { const t = queries[b * dim + d] * held[j * dim + d]; s += t; mag += Math.abs(t); }
+              const err = Math.abs(got[b * size + j] - scale * s);
+              worst = Math.max(worst, err / (scale * mag));
+              assert.ok(err <= 2 ** -16 * scale * mag + 1e-6 * (1 + Math.abs(scale * s)), `${storage} D=${dim} [${b}, ${j}]: ${got[b * size + j]} vs ${scale * s}`);
+            }
+          }
+          assert.ok(worst > 0, 'the split products should differ from float64 in the last bits somewhere');
+          // Non-finite values: the tile holding them is scored in float32, as on avx512.
+          const bad = values.slice();
+          bad[3] = Infinity; bad[2 * dim + 1] = -Infinity; bad[70 * dim + 5] = NaN;
+          store.initialize({ emb: bad }, null);
+          addon.setIsaCap('amx');
+          const a = native.scoreMatrix(req);
+          addon.setIsaCap('avx512');
+          const w = native.scoreMatrix(req);
+          let nonFinite = 0;
+          for (let i = 0; i < a.length; i++) {
+            if (Number.isFinite(w[i])) continue;
+            nonFinite++;
+            assert.ok(Object.is(a[i], w[i]) || (Number.isNaN(a[i]) && Number.isNaN(w[i])), `${storage} D=${dim}: non-finite score ${i}: ${a[i]} vs ${w[i]}`);
+          }
+          assert.ok(nonFinite >= 3 * batch, `expected the inf/NaN rows to give non-finite scores (${nonFinite})`);
+          store.dispose();
+        }
+      }
+    } finally {
+      addon.setIsaCap(before);
+    }
+  });
 });

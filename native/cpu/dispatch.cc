@@ -125,6 +125,8 @@ const MicroKernel* amxMicroKernel() {
     k.gemmBlocksBf16 = tiles->gemmBlocksBf16;
     k.bf16Begin = tiles->bf16Begin;
     k.bf16End = tiles->bf16End;
+    k.splitRowF16 = tiles->splitRowF16;
+    k.finite16 = tiles->finite16;
     return &k;
   }();
   return kernel;

@@ -31,11 +31,14 @@ void prepare(const ScoreRequest& req, Prepared& p) {
 }
 
 void packBf16Queries(Prepared& p, const MicroKernel& mk) {
-  p.bf16 = false;
-  if (mk.gemmBlocksBf16 == nullptr || p.req == nullptr || p.req->segments.empty()) return;
+  p.bf16 = p.f16Split = false;
+  if (mk.gemmBlocksBf16 == nullptr || mk.finite16 == nullptr || p.req == nullptr || p.req->segments.empty()) return;
+  const DType st = p.req->segments[0].storage;
+  if (st != DType::BFloat16 && !(st == DType::Float16 && mk.splitRowF16 != nullptr)) return;
   for (const Segment& s : p.req->segments)
-    if (s.storage != DType::BFloat16) return;
+    if (s.storage != st) return;
   p.bf16 = true;
+  p.f16Split = st == DType::Float16;
   p.kpad = (p.dim + 31) / 32 * 32;
   const size_t size = static_cast<size_t>(p.bpad * p.kpad);
   p.qhi.assign(size, 0);
@@ -92,6 +95,7 @@ void countCandidatesPerQuery(const Prepared& p, int64_t* out) {
 void Scratch::init(const Prepared& p) {
   rowbuf.resize(static_cast<size_t>(kSuperRows * p.dim));
   if (p.bf16) bfbuf.assign(static_cast<size_t>(kSuperRows * p.kpad), 0);
+  if (p.f16Split) bflo.assign(static_cast<size_t>(kSuperRows * p.kpad), 0);
   sb.assign(static_cast<size_t>(kMaxGemmBlocks * kTileRows * kQueryBlock), 0.0f);
   rowPtr.resize(kSuperRows);
   rawRow.assign(kSuperRows, nullptr);

@@ -32,13 +32,15 @@ struct Prepared {
   const ScoreRequest* req = nullptr;
   // The bfloat16 tile path (MicroKernel::gemmBlocksBf16), set by packBf16Queries.
   bool bf16 = false;
+  bool f16Split = false;                 // the rows are float16, split into bf16 hi + lo (MicroKernel::splitRowF16)
   int64_t kpad = 0;                      // dim rounded up to 32
   AlignedVector<uint16_t> qhi, qlo;      // [bpad/16][kpad/2][16][2]: bf16(q), bf16(q - hi)
 };
 
 void prepare(const ScoreRequest& req, Prepared& p);
 /// Turns on the bfloat16 tile path for kernel mk when it has one and every
-/// segment stores bfloat16: packs the queries' hi and lo parts. Call after
+/// segment stores bfloat16 (or float16, when mk can split float16 rows into
+/// two bfloat16 parts): packs the queries' hi and lo parts. Call after
 /// prepare and before makeScratch.
 void packBf16Queries(Prepared& p, const MicroKernel& mk);
 
@@ -67,6 +69,7 @@ constexpr int64_t kSuperRows = kSuperTiles * kTileRows;
 struct Scratch {
   std::vector<float> rowbuf;   // kSuperRows x dim (converted half rows)
   AlignedVector<uint16_t> bfbuf; // kSuperRows x kpad bfloat16 rows (Prepared::bf16), zero past dim
+  AlignedVector<uint16_t> bflo;  // kSuperRows x kpad: their low parts (Prepared::f16Split)
   AlignedVector<float> sb;     // kMaxGemmBlocks x kTileRows x kQueryBlock scores of one tile
   std::vector<const float*> rowPtr;        // kSuperRows
   std::vector<const uint16_t*> rawRow;     // kSuperRows: the stored rows (Prepared::bf16)
@@ -111,13 +114,40 @@ void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t
       for (int64_t t = 0; t < ntiles; ++t)
         cursor.tile(sc.rowIdx.data() + t * kTileRows, std::min(kTileRows, nrows - t * kTileRows), sc.hits[t],
                     p.indexBase);
-    // bfloat16 tiles: a full tile of consecutive 64-byte aligned rows of
-    // width kpad is read in place, any other is copied into bfbuf.
+    // The tile path (p.bf16): bfloat16 rows are read in place when a full
+    // tile of consecutive 64-byte aligned rows of width kpad, else copied
+    // into bfbuf; float16 rows are split into bfbuf / bflo. A tile holding
+    // an inf or NaN is converted to float32 and scored as on the float path
+    // (tileFloat).
     const uint16_t* tileRows[kSuperTiles] = {};
+    const uint16_t* tileLo[kSuperTiles] = {};
     int64_t tileRowBytes[kSuperTiles] = {};
+    bool tileFloat[kSuperTiles] = {};
     if (p.bf16) {
+      const int32_t storage = static_cast<int32_t>(p.f16Split ? DType::Float16 : DType::BFloat16);
       for (int64_t t = 0; t < ntiles; ++t) {
         const int64_t r0 = t * kTileRows, tr = std::min(kTileRows, nrows - r0);
+        bool finite = true;
+        for (int64_t r = 0; finite && r < tr; ++r) finite = mk.finite16(sc.rawRow[r0 + r], storage, p.dim) != 0;
+        if (!finite) {
+          tileFloat[t] = true;
+          for (int64_t r = 0; r < tr; ++r) {
+            float* dst = sc.rowbuf.data() + (r0 + r) * p.dim;
+            mk.convertRow(sc.rawRow[r0 + r], storage, p.dim, dst);
+            sc.rowPtr[r0 + r] = dst;
+          }
+          continue;
+        }
+        if (p.f16Split) {
+          uint16_t* hi = sc.bfbuf.data() + r0 * p.kpad;
+          uint16_t* lo = sc.bflo.data() + r0 * p.kpad;
+          for (int64_t r = 0; r < tr; ++r)
+            mk.splitRowF16(sc.rawRow[r0 + r], p.dim, p.kpad, hi + r * p.kpad, lo + r * p.kpad);
+          tileRows[t] = hi;
+          tileLo[t] = lo;
+          tileRowBytes[t] = p.kpad * 2;
+          continue;
+        }
         const uint16_t* first = sc.rawRow[r0];
         bool inPlace = tr == kTileRows && p.kpad == p.dim && reinterpret_cast<uintptr_t>(first) % 64 == 0;
         for (int64_t r = 1; inPlace && r < tr; ++r) inPlace = sc.rawRow[r0 + r] == first + r * p.dim;
@@ -137,8 +167,8 @@ void forEachTile(const Prepared& p, const MicroKernel& mk, bool allRows, int64_t
       for (int64_t t = 0; t < ntiles; ++t) {
         const int64_t r0 = t * kTileRows, tr = std::min(kTileRows, nrows - r0);
         float* sb = sc.sb.data();
-        if (p.bf16) {
-          mk.gemmBlocksBf16(p.qhi.data() + qg * p.kpad, p.qlo.data() + qg * p.kpad, nblk, p.kpad, tileRows[t],
+        if (p.bf16 && !tileFloat[t]) {
+          mk.gemmBlocksBf16(p.qhi.data() + qg * p.kpad, p.qlo.data() + qg * p.kpad, nblk, p.kpad, tileRows[t], tileLo[t],
                             tileRowBytes[t], tr, req.scale, sb);
         } else if (mk.gemmBlocks != nullptr) {
           mk.gemmBlocks(p.qt.data() + qg * p.dim, nblk, p.dim, sc.rowPtr.data() + r0, tr, req.scale, sb);

@@ -113,14 +113,25 @@ struct MicroKernel {
   /// tile loads are 2.5x slower); qhi / qlo point at the first of nblk
   /// (1..kMaxGemmBlocks) consecutive blocks, and block i's scores (scale
   /// applied) go to sb + i * kTileRows * kQueryBlock, as gemmBlocks.
+  /// rowsLo: null, or (float16 rows split by splitRowF16) the rows' low
+  /// parts, laid out as rows; the scores then add rowsLo . hi.
   void (*gemmBlocksBf16)(const uint16_t* qhi, const uint16_t* qlo, int64_t nblk, int64_t kpad, const uint16_t* rows,
-                         int64_t rowBytes, int64_t nrows, float scale, float* sb);
+                         const uint16_t* rowsLo, int64_t rowBytes, int64_t nrows, float scale, float* sb);
   /// With gemmBlocksBf16: called on the calling thread before its first and
   /// after its last gemmBlocksBf16 of a chunk (AMX: load the tile
   /// configuration, release the tiles), so that another user of the tiles on
   /// that thread between two kernel calls does no harm.
   void (*bf16Begin)();
   void (*bf16End)();
+  /// Optional (null: float16 rows are converted to float32 instead): a
+  /// float16 row of n values as bfloat16 hi and lo parts of kpad values each
+  /// (hi + lo = the value exactly; zero past n).
+  void (*splitRowF16)(const uint16_t* src, int64_t n, int64_t kpad, uint16_t* hi, uint16_t* lo);
+  /// With gemmBlocksBf16: 1 when none of n float16 (storage 1) or bfloat16
+  /// (2) values is inf or NaN. A tile holding one is scored in float32
+  /// instead: the split products would turn inf * (a zero lo part) into NaN
+  /// where float32 gives +-inf.
+  int32_t (*finite16)(const uint16_t* src, int32_t storage, int64_t n);
 };
 
 /// The epilogues of a tier (lse + draws; group max; lse-gradient weighted sum).

@@ -59,9 +59,12 @@ void loadConfig() {
 }
 
 /// NB (1 or 2) query blocks against up to 24 rows.
+/// NB (1 or 2) query blocks against up to 24 rows: row . hi + row . lo per
+/// score, plus rowLo . hi when the rows come in two bfloat16 parts (float16
+/// rows, rowsLo not null; the same row tiles are reloaded with the low part).
 template <int NB>
-void tilePass(const uint16_t* qhi, const uint16_t* qlo, int64_t kpad, const uint16_t* rows, int64_t rowBytes,
-              float* sb) {
+void tilePass(const uint16_t* qhi, const uint16_t* qlo, int64_t kpad, const uint16_t* rows, const uint16_t* rowsLo,
+              int64_t rowBytes, float* sb) {
   const int64_t blockElems = kpad * 16;  // bfloat16 values per query block of a pack
   _tile_zero(0);
   _tile_zero(1);
@@ -71,6 +74,8 @@ void tilePass(const uint16_t* qhi, const uint16_t* qlo, int64_t kpad, const uint
   }
   const char* r0 = reinterpret_cast<const char*>(rows);
   const char* r16 = r0 + 16 * rowBytes;
+  const char* l0 = reinterpret_cast<const char*>(rowsLo);
+  const char* l16 = l0 + 16 * rowBytes;
   for (int64_t k = 0; k < kpad; k += 32) {
     _tile_loadd(4, r0 + k * 2, rowBytes);
     _tile_loadd(5, r16 + k * 2, rowBytes);
@@ -89,6 +94,20 @@ void tilePass(const uint16_t* qhi, const uint16_t* qlo, int64_t kpad, const uint
       _tile_dpbf16ps(2, 4, 7);
       _tile_dpbf16ps(3, 5, 7);
     }
+    if (rowsLo != nullptr) {
+      _tile_loadd(4, l0 + k * 2, rowBytes);
+      _tile_loadd(5, l16 + k * 2, rowBytes);
+      if (NB == 2) {
+        _tile_dpbf16ps(2, 4, 6);  // tmm6 holds block 1's hi part
+        _tile_dpbf16ps(3, 5, 6);
+        _tile_loadd(7, qhi + k * 16, 64);
+        _tile_dpbf16ps(0, 4, 7);
+        _tile_dpbf16ps(1, 5, 7);
+      } else {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 5, 6);
+      }
+    }
   }
   _tile_stored(0, sb, 64);
   _tile_stored(1, sb + 16 * 16, 64);
@@ -99,16 +118,16 @@ void tilePass(const uint16_t* qhi, const uint16_t* qlo, int64_t kpad, const uint
 }
 
 void gemmBlocksBf16Amx(const uint16_t* qhi, const uint16_t* qlo, int64_t nblk, int64_t kpad, const uint16_t* rows,
-                       int64_t rowBytes, int64_t nrows, float scale, float* sb) {
+                       const uint16_t* rowsLo, int64_t rowBytes, int64_t nrows, float scale, float* sb) {
   // The configuration is loaded by bf16Begin (loadConfig) once per chunk.
   const int64_t blockElems = kpad * 16;
   for (int64_t b = 0; b < nblk;) {
     float* out = sb + b * kTileRows * 16;
     if (b + 1 < nblk) {
-      tilePass<2>(qhi + b * blockElems, qlo + b * blockElems, kpad, rows, rowBytes, out);
+      tilePass<2>(qhi + b * blockElems, qlo + b * blockElems, kpad, rows, rowsLo, rowBytes, out);
       b += 2;
     } else {
-      tilePass<1>(qhi + b * blockElems, qlo + b * blockElems, kpad, rows, rowBytes, out);
+      tilePass<1>(qhi + b * blockElems, qlo + b * blockElems, kpad, rows, rowsLo, rowBytes, out);
       b += 1;
     }
   }
@@ -117,6 +136,45 @@ void gemmBlocksBf16Amx(const uint16_t* qhi, const uint16_t* qlo, int64_t nblk, i
     float* o = sb + b * kTileRows * 16;
     for (int64_t r = 0; r < nrows; ++r) _mm512_storeu_ps(o + r * 16, _mm512_mul_ps(_mm512_loadu_ps(o + r * 16), vscale));
   }
+}
+
+/// A float16 row as two bfloat16 parts, hi = bf16(x) and lo = bf16(x - hi),
+/// exactly (x has 11 significant bits, hi 8, the rest at most 4); zero from
+/// n to kpad.
+void splitRowF16Amx(const uint16_t* src, int64_t n, int64_t kpad, uint16_t* hi, uint16_t* lo) {
+  int64_t i = 0;
+  for (; i < kpad; i += 16) {
+    const int64_t left = n - i;
+    const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xFFFF)
+                        : left <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << left) - 1);
+    const __m512 x = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i));
+    const __m256i h = (__m256i)_mm512_cvtneps_pbh(x);
+    const __m512 hx = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    // A non-finite value is all in hi (inf - inf would make lo NaN).
+    const __mmask16 nonFinite = _mm512_fpclass_ps_mask(x, 0x99);  // QNaN, +-inf, SNaN
+    const __m512 d = _mm512_mask_mov_ps(_mm512_sub_ps(x, hx), nonFinite, _mm512_setzero_ps());
+    const __m256i l = (__m256i)_mm512_cvtneps_pbh(d);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + i), h);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + i), l);
+  }
+}
+
+/// 1 when none of the n float16 (storage 1) or bfloat16 (2) values is inf or
+/// NaN (exponent bits all ones).
+int32_t finite16Amx(const uint16_t* src, int32_t storage, int64_t n) {
+  const __m512i expMask = _mm512_set1_epi16(static_cast<short>(storage == 1 ? 0x7c00 : 0x7f80));
+  __mmask32 bad = 0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512i v = _mm512_and_si512(_mm512_loadu_si512(src + i), expMask);
+    bad |= _mm512_cmpeq_epi16_mask(v, expMask);
+  }
+  if (i < n) {
+    const __mmask32 m = static_cast<__mmask32>((1u << (n - i)) - 1);
+    const __m512i v = _mm512_and_si512(_mm512_maskz_loadu_epi16(m, src + i), expMask);
+    bad |= _mm512_mask_cmpeq_epi16_mask(m, v, expMask);
+  }
+  return bad == 0 ? 1 : 0;
 }
 
 /// The AMX peak probe: 4 independent 16 x 16 x 32 bfloat16 tile products
@@ -162,7 +220,8 @@ double peakLoopAmx(int64_t iters) {
 // Only the tile parts: dispatch.cc's amxMicroKernel() adds them to the
 // AVX-512 kernel (a constant here: a static built at run time would bring
 // C++ runtime symbols into this object).
-const MicroKernel kAmxTileParts = {nullptr, nullptr, nullptr, peakLoopAmx, gemmBlocksBf16Amx, loadConfig, releaseTiles};
+const MicroKernel kAmxTileParts = {nullptr,    nullptr,      nullptr,        peakLoopAmx, gemmBlocksBf16Amx,
+                                   loadConfig, releaseTiles, splitRowF16Amx, finite16Amx};
 
 }  // namespace
 

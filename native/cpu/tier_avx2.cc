@@ -588,7 +588,7 @@ void lseGradTileAvx2(const LseGradTile* t) {
   }
 }
 
-const MicroKernel kAvx2Kernel = {convertRowAvx2, gemmBlockAvx2, nullptr, peakLoopAvx2, nullptr, nullptr, nullptr};
+const MicroKernel kAvx2Kernel = {convertRowAvx2, gemmBlockAvx2, nullptr, peakLoopAvx2, nullptr, nullptr, nullptr, nullptr, nullptr};
 const Epilogue kAvx2Epilogue = {sampleTileAvx2, groupMaxTileAvx2, noiseBlocks8Avx2, lseGradTileAvx2};
 
 }  // namespace

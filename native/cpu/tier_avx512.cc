@@ -538,7 +538,7 @@ double peakLoopAvx512(int64_t iters) {
   return static_cast<double>(iters) * 16 * 16 * 2;
 }
 
-const MicroKernel kAvx512Kernel = {convertRowAvx512, gemmBlockAvx512, gemmBlocksAvx512, peakLoopAvx512, nullptr, nullptr, nullptr};
+const MicroKernel kAvx512Kernel = {convertRowAvx512, gemmBlockAvx512, gemmBlocksAvx512, peakLoopAvx512, nullptr, nullptr, nullptr, nullptr, nullptr};
 const Epilogue kAvx512Epilogue = {sampleTileAvx512, groupMaxTileAvx512, noiseBlocks8Avx512, nullptr};  // lse gradient: the baseline epilogue
 
 }  // namespace

@@ -177,7 +177,7 @@ void lseGradTileBase(const LseGradTile* t) {
   }
 }
 
-const MicroKernel kBaselineKernel = {convertRowBase, gemmBlockBase, nullptr, NC_BASE_PEAK, nullptr, nullptr, nullptr};
+const MicroKernel kBaselineKernel = {convertRowBase, gemmBlockBase, nullptr, NC_BASE_PEAK, nullptr, nullptr, nullptr, nullptr, nullptr};
 const Epilogue kBaselineEpilogue = {sampleTileBase, groupMaxTileBase, noiseBlocks8Base, lseGradTileBase};
 
 }  // namespace

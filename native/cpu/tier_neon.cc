@@ -310,7 +310,7 @@ void noiseBlocks8Neon(const NoiseKey* key, const uint32_t* rows, const uint32_t*
   }
 }
 
-const MicroKernel kNeonKernel = {convertRowNeon, gemmBlockNeon, nullptr, nullptr, nullptr, nullptr, nullptr};
+const MicroKernel kNeonKernel = {convertRowNeon, gemmBlockNeon, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
 const Epilogue kNeonEpilogue = {sampleTileNeon, groupMaxTileNeon, noiseBlocks8Neon};
 
 }  // namespace

@@ -164,10 +164,11 @@ void testRandomShapes(const std::string& tier, uint64_t seed) {
     std::vector<uint8_t> cand;
     p.reference(S, cand, &absS);
     const int64_t N = p.n();
-    // The AMX tier scores bfloat16 rows against the query split in two
+    // The AMX tier scores bfloat16 (and float16, split in two) rows against the query split in two
     // bfloat16 parts: a score may differ from float64 by up to about 2^-17 of
     // scale * sum |q_d r_d| (tier_amx.cc); the other tiers by float32 rounding.
-    const double split = tier == "amx" && st == nc::DType::BFloat16 ? std::ldexp(1.0, -16) : 0.0;
+    const double split =
+        tier == "amx" && (st == nc::DType::BFloat16 || st == nc::DType::Float16) ? std::ldexp(1.0, -16) : 0.0;
     auto tol = [&](int64_t i) { return 1e-4 * (1 + std::fabs(S[i])) + split * absS[i]; };
     for (int mode = 0; mode < 3; ++mode) {
       nc::SampleParams sp;
