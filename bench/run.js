@@ -19,7 +19,7 @@
 // same figures are given per CPU-second (process.cpuUsage): cpuGflops,
 // peakCpuGflops, cpuPeakFraction. --isa caps the tier (addon.setIsaCap).
 // peakTier names the unit whose peak a row is compared with: on the AMX tier
-// float32 and float16 rows run on AVX-512 (its peak), bfloat16 rows on the
+// float32 rows run on AVX-512 (its peak), bfloat16 and float16 rows on the
 // tiles (the AMX peak; flops counted once although the query is split).
 //
 // impl: native = this package's fused kernels; js = its pure-JS kernels;
@@ -320,11 +320,11 @@ function machinePeaks(threads = 0, tries = 3, seconds = 0.5) {
  * Adds the tier and the peak fractions to a native row (flops: the 2*N*D*B of
  * the score matrix, the useful ones: the AMX tier's split query is not
  * counted twice). peakTier is the unit the row's products ran on: the AMX
- * tier scores only bfloat16 rows with tiles, the others with AVX-512.
+ * tier scores bfloat16 and float16 rows with tiles, float32 ones with AVX-512.
  */
 function withPeakFraction(row, ms, cpu) {
   const tier = loadAddon().cpuFeatures().tier;
-  const peakTier = tier === 'amx' && row.storage !== 'bfloat16' ? 'avx512' : tier;
+  const peakTier = tier === 'amx' && row.storage === 'float32' ? 'avx512' : tier;
   const peak = machinePeaks()[peakTier];
   const flops = 2 * row.n * row.d * row.b;
   const gflops = flops / ms / 1e6, cpuGflops = flops / cpu / 1e6;
