@@ -91,64 +91,6 @@ void Save(const Napi::CallbackInfo& info) {
   Guard(env, [&] { nc::ckpt::save(a.req); });
 }
 
-class SaveWorker : public Napi::AsyncWorker {
- public:
-  SaveWorker(Napi::Env env, SaveArgs&& a)
-      : Napi::AsyncWorker(env, "negative-cache:saveAsync"), req_(std::move(a.req)), wraps_(std::move(a.wraps)),
-        deferred_(Napi::Promise::Deferred::New(env)) {
-    for (const Napi::Value& h : a.handles) refs_.push_back(Napi::Persistent(h.As<Napi::Object>()));
-    for (StoreWrap* w : wraps_) w->BeginBusy();
-  }
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      nc::ckpt::save(req_);
-    } catch (const nc::Error& e) {
-      code_ = e.code();
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      code_ = "ERR_OUT_OF_MEMORY";
-      SetError("negative-cache: out of memory");
-    } catch (const std::exception& e) {
-      code_ = "ERR_NATIVE";
-      SetError(e.what());
-    }
-  }
-  void OnOK() override {
-    done();
-    deferred_.Resolve(Env().Undefined());
-  }
-  void OnError(const Napi::Error& e) override {
-    done();
-    Napi::Error err = MakeNativeError(Env(), nc::Error(code_.empty() ? "ERR_NATIVE" : code_, e.Message()));
-    deferred_.Reject(err.Value());
-  }
-
- private:
-  void done() {
-    for (StoreWrap* w : wraps_) w->EndBusy(Env());
-    wraps_.clear();
-    for (auto& r : refs_) r.Reset();
-    refs_.clear();
-  }
-  nc::ckpt::SaveRequest req_;
-  std::vector<StoreWrap*> wraps_;
-  std::vector<Napi::ObjectReference> refs_;
-  Napi::Promise::Deferred deferred_;
-  std::string code_;
-};
-
-Napi::Value SaveAsync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  SaveArgs a = GetSaveArgs(info, "saveAsync");
-  auto* worker = new SaveWorker(env, std::move(a));
-  Napi::Promise p = worker->Promise();
-  worker->Queue();
-  return p;
-}
-
 /// A Promise whose work runs on a libuv worker thread; `cleanup` runs on the
 /// main thread before the promise settles, whatever the outcome.
 class TaskWorker : public Napi::AsyncWorker {
@@ -197,6 +139,25 @@ class TaskWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::string code_;
 };
+
+Napi::Value SaveAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  // Owned by the cleanup, which always runs once the work is over (a
+  // request captured by value would make the std::function's copy allocate
+  // vectors: a libstdc++ symbol newer than the prebuild's floor, test/50).
+  SaveArgs* a = new SaveArgs(GetSaveArgs(info, "saveAsync"));
+  auto* worker = new TaskWorker(
+      env, "negative-cache:saveAsync", [a] { nc::ckpt::save(a->req); },
+      [a](Napi::Env e) {
+        for (StoreWrap* w : a->wraps) w->EndBusy(e);
+        delete a;
+      });
+  for (const Napi::Value& h : a->handles) worker->Keep(h);
+  for (StoreWrap* w : a->wraps) w->BeginBusy();
+  Napi::Promise p = worker->Promise();
+  worker->Queue();
+  return p;
+}
 
 Napi::Value Crc(const Napi::CallbackInfo& info, bool software) {
   Napi::Env env = info.Env();

@@ -1,6 +1,7 @@
-// The AMX-BF16 tier: bfloat16 cache rows scored with AMX tiles (tdpbf16ps),
-// everything else (float32 and float16 rows, the epilogues) from the AVX-512
-// tier. Compiled with -mamx-tile -mamx-bf16 and the AVX-512 flags and entered
+// The AMX-BF16 tier: bfloat16 and float16 cache rows scored with AMX tiles
+// (tdpbf16ps; a float16 row split exactly into two bfloat16 rows),
+// everything else (float32 rows, tiles holding inf or NaN, the epilogues)
+// from the AVX-512 tier. Compiled with -mamx-tile -mamx-bf16 and the AVX-512 flags and entered
 // only after CPUID/XGETBV and the Linux permission for the tile data
 // (dispatch.cc). The same rules as the other tier files: an anonymous
 // namespace, intrinsics only, no inline library function (scripts/test-cpp.js
@@ -11,7 +12,7 @@
 // products, row . hi + row . lo; the products of bfloat16 pairs are exact
 // in float32, so a score differs from the float32 kernels' only by the
 // q - hi - lo remainder (about 2^-17 of |q|) and the order of the sums
-// (docs/kernels.md "AMX").
+// (docs/kernels.md "The AMX tier").
 #include "tier.h"
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512F__)
