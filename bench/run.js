@@ -62,6 +62,7 @@ const USAGE = `Usage: npm run bench -- [options]
 
   --isa T                 cap the ISA tier: baseline | avx2 | avx512 | amx (default: the best usable)
   --large                 the large-cache row: N=2^20, D=768, B=64, bfloat16 storage
+  --unit-norm             cache rows of unit length (scores = scale * cosine) instead of N(0, 1) entries
   --isa-compare           every usable tier interleaved run by run (float32 / float16 / bfloat16 /
                           numNegatives=32, N=131072 D=128 B=256), the PyTorch peer, the large row;
                           medians, per-tier peak fractions and ratios`;
@@ -98,6 +99,7 @@ function parseArgs(argv) {
       case '--isa': a.isa = v; i++; break;
       case '--large': a.large = true; break;
       case '--isa-compare': a.isaCompare = true; break;
+      case '--unit-norm': a.unitNorm = true; break;
       case '--help': case '-h': a.help = true; break;
       default: throw new UsageError(`unknown option ${k} (see --help)`);
     }
@@ -124,10 +126,21 @@ function normals(count, seed) {
   return out;
 }
 
+/** --unit-norm: cache rows scaled to unit length (scores = scale · cosine, as a trained dual encoder gives). */
+let unitNormRows = false;
+
 /** The cache embeddings: a random block of up to 2^16 rows, repeated to n rows. */
 function cacheValues(n, d) {
   const blockRows = Math.min(n, 65536);
   const block = normals(blockRows * d, 7);
+  if (unitNormRows) {
+    for (let r = 0; r < blockRows; r++) {
+      let ss = 0;
+      for (let j = r * d; j < (r + 1) * d; j++) ss += block[j] * block[j];
+      const f = 1 / Math.sqrt(ss || 1);
+      for (let j = r * d; j < (r + 1) * d; j++) block[j] *= f;
+    }
+  }
   if (blockRows === n) return block;
   const out = new Float32Array(n * d);
   for (let r = 0; r < n; r += blockRows) out.set(block.subarray(0, Math.min(blockRows, n - r) * d), r * d);
@@ -254,7 +267,7 @@ function memoryChild(o) {
 function runChild(kind, o) {
   const args = [process.argv[1], '--child', kind, '--json', '--n', `${o.n}`, '--d', `${o.d}`, '--b', `${o.b}`, '--top-k', `${o.topK}`,
     '--num-negatives', `${o.numNegatives}`, '--storage', o.storage, '--threads', `${o.threads}`, '--runs', `${o.runs}`, '--scale', `${o.scale}`,
-    '--impl', o.impl, '--exclusions', `${o.exclusions}`];
+    '--impl', o.impl, '--exclusions', `${o.exclusions}`, ...(unitNormRows ? ['--unit-norm'] : [])];
   const r = spawnSync(process.execPath, ['--expose-gc', ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`child ${kind} failed: ${r.stderr}`);
   return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
@@ -329,7 +342,7 @@ function withPeakFraction(row, ms, cpu) {
   const flops = 2 * row.n * row.d * row.b;
   const gflops = flops / ms / 1e6, cpuGflops = flops / cpu / 1e6;
   return {
-    ...row, tier, peakTier, cpu_ms: +cpu.toFixed(3), gflops: +gflops.toFixed(1), peakGflops: peak ? peak.gflops : null,
+    ...row, ...(unitNormRows ? { rows: 'unit-norm' } : {}), tier, peakTier, cpu_ms: +cpu.toFixed(3), gflops: +gflops.toFixed(1), peakGflops: peak ? peak.gflops : null,
     peakFraction: peak ? +(gflops / peak.gflops).toFixed(3) : null, cpuGflops: +cpuGflops.toFixed(1),
     peakCpuGflops: peak ? peak.cpuGflops : null, cpuPeakFraction: peak ? +(cpuGflops / peak.cpuGflops).toFixed(3) : null,
   };
@@ -602,6 +615,7 @@ async function main() {
     console.log(USAGE);
     return;
   }
+  unitNormRows = !!o.unitNorm;
   if (o.child === 'memory') {
     console.log(JSON.stringify(memoryChild(o)));
     return;
