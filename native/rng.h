@@ -93,6 +93,39 @@ NC_HD inline NoiseKey noiseKey(uint64_t seed, uint64_t call) {
                   static_cast<uint32_t>(call >> 32)};
 }
 
+/// The round keys and call words of one noise call, each splat once into the
+/// lanes of L (the SIMD tiers: 4, 8 or 16 counters at a time).
+template <class L>
+struct PhiloxKeys {
+  typename L::V k0[kPhiloxRounds], k1[kPhiloxRounds];
+  typename L::V c2, c3;
+};
+
+template <class L>
+NC_HD inline void makePhiloxKeys(const NoiseKey& key, PhiloxKeys<L>& rk) {
+  uint32_t k0 = key.k0, k1 = key.k1;
+  for (int round = 0; round < kPhiloxRounds; ++round) {
+    rk.k0[round] = L::splat(k0);
+    rk.k1[round] = L::splat(k1);
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  rk.c2 = L::splat(key.c2);
+  rk.c3 = L::splat(key.c3);
+}
+
+/// words[i] lane l = philox4x32_10(counter (c0[l], c1[l], call), key).v[i],
+/// with the keys of makePhiloxKeys.
+template <class L>
+NC_HD inline void philoxLanes(typename L::V c0, typename L::V c1, const PhiloxKeys<L>& rk, typename L::V words[4]) {
+  typename L::V c2 = rk.c2, c3 = rk.c3;
+  for (int round = 0; round < kPhiloxRounds; ++round) philoxRound<L>(c0, c1, c2, c3, rk.k0[round], rk.k1[round]);
+  words[0] = c0;
+  words[1] = c1;
+  words[2] = c2;
+  words[3] = c3;
+}
+
 /// The four words of noise row `row`, columns 4 * colBlock .. 4 * colBlock + 3.
 NC_HD inline Philox4x32 noiseBlock(const NoiseKey& key, uint32_t row, uint32_t colBlock) {
   return philox4x32_10(colBlock, row, key.c2, key.c3, key.k0, key.k1);

@@ -137,38 +137,11 @@ struct Avx2Lanes {
   static V xor3(V a, V b, V c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
 };
 
-/// The round keys and the call words of one call, broadcast once.
-struct RoundKeys {
-  __m256i k0[kPhiloxRounds], k1[kPhiloxRounds];
-  __m256i c2, c3;
-};
-
-void makeRoundKeys(const NoiseKey& key, RoundKeys& rk) {
-  uint32_t k0 = key.k0, k1 = key.k1;
-  for (int round = 0; round < kPhiloxRounds; ++round) {
-    rk.k0[round] = Avx2Lanes::splat(k0);
-    rk.k1[round] = Avx2Lanes::splat(k1);
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
-  rk.c2 = Avx2Lanes::splat(key.c2);
-  rk.c3 = Avx2Lanes::splat(key.c3);
-}
-
-/// words[i] lane l = philox(counter (c0[l], c1[l], call), key).v[i].
-void philox8v(__m256i c0, __m256i c1, const RoundKeys& rk, __m256i words[4]) {
-  __m256i c2 = rk.c2, c3 = rk.c3;
-  for (int round = 0; round < kPhiloxRounds; ++round)
-    philoxRound<Avx2Lanes>(c0, c1, c2, c3, rk.k0[round], rk.k1[round]);
-  words[0] = c0;
-  words[1] = c1;
-  words[2] = c2;
-  words[3] = c3;
-}
+using RoundKeys = PhiloxKeys<Avx2Lanes>;
 
 /// words[i] lane l = philox(col block `blk`, row rowBase + l, call, key).v[i].
 void philox8(uint32_t blk, uint32_t rowBase, const RoundKeys& rk, __m256i words[4]) {
-  philox8v(_mm256_set1_epi32(static_cast<int>(blk)),
+  philoxLanes(_mm256_set1_epi32(static_cast<int>(blk)),
            _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(rowBase)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
            rk, words);
 }
@@ -248,7 +221,7 @@ void flushPending(const SampleTile* t, const RoundKeys& rk, PendingDraws& pd) {
   const __m256i jv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.j));
   const __m256i bv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pd.b));
   __m256i words[4];
-  philox8v(_mm256_srli_epi32(jv, 2), _mm256_add_epi32(bv, _mm256_set1_epi32(static_cast<int>(t->noiseRow0))), rk, words);
+  philoxLanes(_mm256_srli_epi32(jv, 2), _mm256_add_epi32(bv, _mm256_set1_epi32(static_cast<int>(t->noiseRow0))), rk, words);
   const __m256 bit0 = _mm256_castsi256_ps(_mm256_slli_epi32(jv, 31));
   const __m256 bit1 = _mm256_castsi256_ps(_mm256_slli_epi32(jv, 30));
   const __m256 w01 = _mm256_blendv_ps(_mm256_castsi256_ps(words[0]), _mm256_castsi256_ps(words[1]), bit0);
@@ -286,7 +259,7 @@ void sampleTileAvx2(const SampleTile* t) {
   const __m256 invTemp = _mm256_set1_ps(t->invTemp);
   KBest* tk = t->topk;
   RoundKeys rk;
-  if (t->mode == 0) makeRoundKeys(t->key, rk);
+  if (t->mode == 0) makePhiloxKeys(t->key, rk);
   if (t->flushOnly) {
     if (t->pending != nullptr && t->mode == 0)
       while (t->pending->n > 0) flushPending(t, rk, *t->pending);
@@ -436,9 +409,9 @@ void groupMaxTileAvx2(const GroupTile* t) {
 
 void noiseBlocks8Avx2(const NoiseKey* key, const uint32_t* rows, const uint32_t* colBlocks, uint32_t* words) {
   RoundKeys rk;
-  makeRoundKeys(*key, rk);
+  makePhiloxKeys(*key, rk);
   __m256i w[4];
-  philox8v(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(colBlocks)),
+  philoxLanes(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(colBlocks)),
            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows)), rk, w);
   alignas(32) uint32_t lanes[4][8];
   for (int i = 0; i < 4; ++i) _mm256_store_si256(reinterpret_cast<__m256i*>(lanes[i]), w[i]);

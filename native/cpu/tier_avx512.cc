@@ -58,39 +58,26 @@ void convertRowAvx512(const void* src, int32_t storage, int64_t n, float* dst) {
 // Exact float32 products and sums in order of d: the same scores as the AVX2
 // tier except for its order (it also sums over d in order, per lane).
 
+template <int NB>
+void gemmBlocksN(const float* q, int64_t dim, const float* const* rows, int64_t nrows, float scale, float* sb);
+
 void gemmBlockAvx512(const float* q, int64_t dim, const float* const* rows, int64_t nrows, float scale,
                      float* sb) {
   const __m512 vscale = _mm512_set1_ps(scale);
   for (int64_t rg = 0; rg < nrows; rg += 12) {
     const int64_t valid = nrows - rg < 12 ? nrows - rg : 12;
-    const float* r0 = rows[rg];
-    const float* r1 = rows[rg + (valid > 1 ? 1 : 0)];
-    const float* r2 = rows[rg + (valid > 2 ? 2 : 0)];
-    const float* r3 = rows[rg + (valid > 3 ? 3 : 0)];
-    const float* r4 = rows[rg + (valid > 4 ? 4 : 0)];
-    const float* r5 = rows[rg + (valid > 5 ? 5 : 0)];
-    float* o = sb + rg * 16;
     if (valid <= 6) {
-      // A short last group (end of a chunk): half the work.
-      __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps();
-      __m512 c3 = _mm512_setzero_ps(), c4 = _mm512_setzero_ps(), c5 = _mm512_setzero_ps();
-      for (int64_t d = 0; d < dim; ++d) {
-        const __m512 a = _mm512_loadu_ps(q + d * 16);
-        c0 = _mm512_fmadd_ps(_mm512_set1_ps(r0[d]), a, c0);
-        c1 = _mm512_fmadd_ps(_mm512_set1_ps(r1[d]), a, c1);
-        c2 = _mm512_fmadd_ps(_mm512_set1_ps(r2[d]), a, c2);
-        c3 = _mm512_fmadd_ps(_mm512_set1_ps(r3[d]), a, c3);
-        c4 = _mm512_fmadd_ps(_mm512_set1_ps(r4[d]), a, c4);
-        c5 = _mm512_fmadd_ps(_mm512_set1_ps(r5[d]), a, c5);
-      }
-      _mm512_storeu_ps(o, _mm512_mul_ps(c0, vscale));
-      _mm512_storeu_ps(o + 16, _mm512_mul_ps(c1, vscale));
-      _mm512_storeu_ps(o + 32, _mm512_mul_ps(c2, vscale));
-      _mm512_storeu_ps(o + 48, _mm512_mul_ps(c3, vscale));
-      _mm512_storeu_ps(o + 64, _mm512_mul_ps(c4, vscale));
-      _mm512_storeu_ps(o + 80, _mm512_mul_ps(c5, vscale));
+      // A short last group (end of a chunk): the 6-row kernel, half the work.
+      gemmBlocksN<1>(q, dim, rows + rg, valid, scale, sb + rg * 16);
       continue;
     }
+    const float* r0 = rows[rg];
+    const float* r1 = rows[rg + 1];
+    const float* r2 = rows[rg + 2];
+    const float* r3 = rows[rg + 3];
+    const float* r4 = rows[rg + 4];
+    const float* r5 = rows[rg + 5];
+    float* o = sb + rg * 16;
     const float* r6 = rows[rg + 6];
     const float* r7 = rows[rg + (valid > 7 ? 7 : 6)];
     const float* r8 = rows[rg + (valid > 8 ? 8 : 6)];
@@ -215,40 +202,13 @@ struct Avx512Lanes {
   static V xor3(V a, V b, V c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
 };
 
-/// The round keys and the call words of one call, broadcast once.
-struct RoundKeys {
-  __m512i k0[kPhiloxRounds], k1[kPhiloxRounds];
-  __m512i c2, c3;
-};
-
-void makeRoundKeys(const NoiseKey& key, RoundKeys& rk) {
-  uint32_t k0 = key.k0, k1 = key.k1;
-  for (int round = 0; round < kPhiloxRounds; ++round) {
-    rk.k0[round] = Avx512Lanes::splat(k0);
-    rk.k1[round] = Avx512Lanes::splat(k1);
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
-  rk.c2 = Avx512Lanes::splat(key.c2);
-  rk.c3 = Avx512Lanes::splat(key.c3);
-}
-
-/// words[i] lane l = philox(counter (c0[l], c1[l], call), key).v[i].
-void philox16v(__m512i c0, __m512i c1, const RoundKeys& rk, __m512i words[4]) {
-  __m512i c2 = rk.c2, c3 = rk.c3;
-  for (int round = 0; round < kPhiloxRounds; ++round)
-    philoxRound<Avx512Lanes>(c0, c1, c2, c3, rk.k0[round], rk.k1[round]);
-  words[0] = c0;
-  words[1] = c1;
-  words[2] = c2;
-  words[3] = c3;
-}
+using RoundKeys = PhiloxKeys<Avx512Lanes>;
 
 __m512i lane16() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
 
 /// words[i] lane l = philox(col block `blk`, row rowBase + l, call, key).v[i].
 void philox16(uint32_t blk, uint32_t rowBase, const RoundKeys& rk, __m512i words[4]) {
-  philox16v(_mm512_set1_epi32(static_cast<int>(blk)),
+  philoxLanes(_mm512_set1_epi32(static_cast<int>(blk)),
             _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(rowBase)), lane16()), rk, words);
 }
 
@@ -321,7 +281,7 @@ void flushPending(const SampleTile* t, const RoundKeys& rk, PendingDraws& pd) {
   const __m512i jv = _mm512_maskz_loadu_epi32(m, pd.j);
   const __m512i bv = _mm512_maskz_loadu_epi32(m, pd.b);
   __m512i words[4];
-  philox16v(_mm512_srli_epi32(jv, 2), _mm512_add_epi32(bv, _mm512_set1_epi32(static_cast<int>(t->noiseRow0))), rk,
+  philoxLanes(_mm512_srli_epi32(jv, 2), _mm512_add_epi32(bv, _mm512_set1_epi32(static_cast<int>(t->noiseRow0))), rk,
             words);
   const __m512i w = selectWord(words, jv);
   alignas(64) float tl[16];
@@ -350,7 +310,7 @@ void sampleTileAvx512(const SampleTile* t) {
   RoundKeys rk;
   if (t->flushOnly) {
     if (t->pending != nullptr && t->mode == 0 && t->pending->n > 0) {
-      makeRoundKeys(t->key, rk);
+      makePhiloxKeys(t->key, rk);
       flushPending(t, rk, *t->pending);
     }
     return;
@@ -420,7 +380,7 @@ void sampleTileAvx512(const SampleTile* t) {
     }
     return;
   }
-  makeRoundKeys(t->key, rk);
+  makePhiloxKeys(t->key, rk);
   const __m512i queryIds = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(b0)), lane16());
   uint32_t lastBlock = 0;
   bool haveBlock = false;
@@ -491,7 +451,7 @@ void groupMaxTileAvx512(const GroupTile* t) {
 /// so both halves and both the even and odd lanes of the products are checked.
 void noiseBlocks8Avx512(const NoiseKey* key, const uint32_t* rows, const uint32_t* colBlocks, uint32_t* words) {
   RoundKeys rk;
-  makeRoundKeys(*key, rk);
+  makePhiloxKeys(*key, rk);
   alignas(64) uint32_t r16[16], c16[16];
   for (int l = 0; l < 8; ++l) {
     r16[l] = rows[l];
@@ -500,7 +460,7 @@ void noiseBlocks8Avx512(const NoiseKey* key, const uint32_t* rows, const uint32_
     c16[15 - l] = colBlocks[l];
   }
   __m512i w[4];
-  philox16v(_mm512_load_si512(c16), _mm512_load_si512(r16), rk, w);
+  philoxLanes(_mm512_load_si512(c16), _mm512_load_si512(r16), rk, w);
   alignas(64) uint32_t lanes[4][16];
   for (int i = 0; i < 4; ++i) _mm512_store_si512(lanes[i], w[i]);
   for (int l = 0; l < 8; ++l) {

@@ -128,33 +128,7 @@ struct NeonLanes {
   static V xor3(V a, V b, V c) { return veorq_u32(veorq_u32(a, b), c); }
 };
 
-struct RoundKeys {
-  uint32x4_t k0[kPhiloxRounds], k1[kPhiloxRounds];
-  uint32x4_t c2, c3;
-};
-
-void makeRoundKeys(const NoiseKey& key, RoundKeys& rk) {
-  uint32_t k0 = key.k0, k1 = key.k1;
-  for (int round = 0; round < kPhiloxRounds; ++round) {
-    rk.k0[round] = vdupq_n_u32(k0);
-    rk.k1[round] = vdupq_n_u32(k1);
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
-  rk.c2 = vdupq_n_u32(key.c2);
-  rk.c3 = vdupq_n_u32(key.c3);
-}
-
-/// words[i] lane l = philox(counter (c0[l], c1[l], call), key).v[i].
-void philox4v(uint32x4_t c0, uint32x4_t c1, const RoundKeys& rk, uint32x4_t words[4]) {
-  uint32x4_t c2 = rk.c2, c3 = rk.c3;
-  for (int round = 0; round < kPhiloxRounds; ++round)
-    philoxRound<NeonLanes>(c0, c1, c2, c3, rk.k0[round], rk.k1[round]);
-  words[0] = c0;
-  words[1] = c1;
-  words[2] = c2;
-  words[3] = c3;
-}
+using RoundKeys = PhiloxKeys<NeonLanes>;
 
 // --- sampling epilogue ---------------------------------------------------------
 
@@ -194,7 +168,7 @@ void sampleTileNeon(const SampleTile* t) {
   const int64_t nrows = t->nrows;
   KBest* tk = t->topk;
   RoundKeys rk;
-  if (t->mode == 0) makeRoundKeys(t->key, rk);
+  if (t->mode == 0) makePhiloxKeys(t->key, rk);
   const float32x4_t negInf = vdupq_n_f32(-kInfF);
   for (int64_t h = 0; h < t->qcount; h += 4) {
     const float* sb = t->sb + h;  // these 4 queries of the block
@@ -256,7 +230,7 @@ void sampleTileNeon(const SampleTile* t) {
       if (pass == 0) continue;
       const uint32_t j = static_cast<uint32_t>(t->rowIdx[r]);
       if (!haveBlock || (j >> 2) != lastBlock) {
-        philox4v(vdupq_n_u32(j >> 2), rowsV, rk, words);
+        philoxLanes(vdupq_n_u32(j >> 2), rowsV, rk, words);
         lastBlock = j >> 2;
         haveBlock = true;
       }
@@ -296,10 +270,10 @@ void groupMaxTileNeon(const GroupTile* t) {
 
 void noiseBlocks8Neon(const NoiseKey* key, const uint32_t* rows, const uint32_t* colBlocks, uint32_t* words) {
   RoundKeys rk;
-  makeRoundKeys(*key, rk);
+  makePhiloxKeys(*key, rk);
   for (int half = 0; half < 2; ++half) {
     uint32x4_t w[4];
-    philox4v(vld1q_u32(colBlocks + 4 * half), vld1q_u32(rows + 4 * half), rk, w);
+    philoxLanes(vld1q_u32(colBlocks + 4 * half), vld1q_u32(rows + 4 * half), rk, w);
     // Lane-major out: words[4 * l + i] = w[i] lane l (a 4x4 transpose).
     uint32x4x4_t out;
     out.val[0] = w[0];
