@@ -103,6 +103,35 @@ export function checkMatrix(x: unknown, name: string): tf.Tensor2D {
   return x as tf.Tensor2D;
 }
 
+/**
+ * @internal The argument checks compute() starts with (the sharded loss runs
+ * them on each rank): docNetwork, the two [batch, dim] matrices of the same
+ * shape, and the caches' sources.
+ */
+export function checkComputeArgs(names: LossArgNames, docNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D,
+                                 posDocEmbeddings: tf.Tensor2D, caches: NegativeCache | Record<string, NegativeCache>,
+                                 embeddingKey: string, dataKeys: readonly string[]) {
+  if (typeof docNetwork !== 'function') throw typeError(names.docNetwork, 'a function (data) => tf.Tensor2D', docNetwork);
+  const q = checkMatrix(queryEmbeddings, 'queryEmbeddings');
+  const p = checkMatrix(posDocEmbeddings, names.posDocEmbeddings);
+  const [batch, dim] = q.shape;
+  if (p.shape[0] !== batch || p.shape[1] !== dim) {
+    throw rangeError(names.posDocEmbeddings, `shape [${batch}, ${dim}] like queryEmbeddings`, `shape [${p.shape.join(', ')}]`);
+  }
+  const sources = resolveSources(caches, embeddingKey, dataKeys, dim);
+  return { q, p, batch, dim, sources };
+}
+
+/** @internal The query values of q ([batch, dim]) as float32, else a RangeError naming the first non-finite one. */
+export function finiteQueries(q: tf.Tensor2D, dim: number): Float32Array {
+  const queries = Float32Array.from(q.dataSync() as Float32Array);
+  const bad = firstNonFinite(queries);
+  if (bad >= 0) {
+    throw rangeError('queryEmbeddings', 'finite values', `${describe(queries[bad])} at [${Math.floor(bad / dim)}, ${bad % dim}]`);
+  }
+  return queries;
+}
+
 /** logaddexp(a, b) in float64. */
 function logAddExp(a: number, b: number): number {
   if (b === -Infinity) return a;
@@ -212,25 +241,14 @@ export class CacheClassificationLoss implements CacheLoss {
   _compute(names: LossArgNames, docNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D, posDocEmbeddings: tf.Tensor2D,
            caches: NegativeCache | Record<string, NegativeCache>, extras: ComputeExtras = {}): CacheLossReturn {
     // ---- validate (nothing allocated, nothing changed on failure)
-    if (typeof docNetwork !== 'function') throw typeError(names.docNetwork, 'a function (data) => tf.Tensor2D', docNetwork);
-    const q = checkMatrix(queryEmbeddings, 'queryEmbeddings');
-    const p = checkMatrix(posDocEmbeddings, names.posDocEmbeddings);
-    const [batch, dim] = q.shape;
-    if (p.shape[0] !== batch || p.shape[1] !== dim) {
-      throw rangeError(names.posDocEmbeddings, `shape [${batch}, ${dim}] like queryEmbeddings`, `shape [${p.shape.join(', ')}]`);
-    }
-    const sources = resolveSources(caches, this.embeddingKey, this.dataKeys, dim);
+    const { q, p, batch, dim, sources } = checkComputeArgs(names, docNetwork, queryEmbeddings, posDocEmbeddings, caches,
+      this.embeddingKey, this.dataKeys);
     const total = totalRows(sources);
     if (this.topK !== undefined && this.topK > total) {
       throw rangeError('options.topK', `an integer in [1, ${total}] (the number of cached rows)`, this.topK);
     }
     const exclusions = checkExclusions(extras.exclusions, batch, total);
-    const queries = Float32Array.from(q.dataSync() as Float32Array);
-    const bad = firstNonFinite(queries);
-    if (bad >= 0) {
-      throw rangeError('queryEmbeddings', 'finite values',
-        `${describe(queries[bad])} at [${Math.floor(bad / dim)}, ${bad % dim}]`);
-    }
+    const queries = finiteQueries(q, dim);
 
     // ---- draw (kernels; no tensors yet except inside a scoreTransform function)
     const call = this.callCount;

@@ -38,10 +38,10 @@ import { groupStart } from '../js/groups';
 import { GumbelNoise } from '../js/philox';
 import {
   CacheClassificationLoss, type CacheClassificationLossOptions, type CacheLossReturn, type DocNetwork, type LossArgNames,
-  checkMatrix,
+  checkComputeArgs, finiteQueries,
 } from '../loss';
 import { GumbelMaxRetrievalFn, MaxScoreRetrievalFn, sampleParamsOf } from '../retrieval';
-import { resolveSources, type Source } from '../sources';
+import type { Source } from '../sources';
 import type { Communicator } from './communicator';
 
 export interface DistributedCacheClassificationLossOptions extends CacheClassificationLossOptions {
@@ -401,20 +401,9 @@ export class DistributedCacheClassificationLoss extends CacheClassificationLoss 
   /** The checks of CacheClassificationLoss.compute on this rank's arguments. */
   private validateLocal(names: LossArgNames, docNetwork: DocNetwork, queryEmbeddings: tf.Tensor2D,
                         posDocEmbeddings: tf.Tensor2D, caches: NegativeCache | Record<string, NegativeCache>) {
-    if (typeof docNetwork !== 'function') throw typeError(names.docNetwork, 'a function (data) => tf.Tensor2D', docNetwork);
-    const q = checkMatrix(queryEmbeddings, 'queryEmbeddings');
-    const p = checkMatrix(posDocEmbeddings, names.posDocEmbeddings);
-    const [batch, dim] = q.shape;
-    if (p.shape[0] !== batch || p.shape[1] !== dim) {
-      throw rangeError(names.posDocEmbeddings, `shape [${batch}, ${dim}] like queryEmbeddings`, `shape [${p.shape.join(', ')}]`);
-    }
-    const sources = resolveSources(caches, this.embeddingKey, this.dataKeys, dim);
-    const queries = Float32Array.from(q.dataSync() as Float32Array);
-    const bad = firstNonFinite(queries);
-    if (bad >= 0) {
-      throw rangeError('queryEmbeddings', 'finite values', `${describe(queries[bad])} at [${Math.floor(bad / dim)}, ${bad % dim}]`);
-    }
-    return { q, p, batch, dim, sources, queries };
+    const args = checkComputeArgs(names, docNetwork, queryEmbeddings, posDocEmbeddings, caches, this.embeddingKey,
+      this.dataKeys);
+    return { ...args, queries: finiteQueries(args.q, args.dim) };
   }
 
   /** Throws on every rank when any rank failed: its own error there, ERR_DISTRIBUTED_PEER_ERROR elsewhere. */
